@@ -1,0 +1,74 @@
+"""Validation of the composed Hydra config: wrong values and missing keys get one clear message."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+TARGETS = ("original", "compressed", "symbolic", "summary")
+DECODES = ("greedy", "score")
+HISTORIES = ("rollout", "gold", "none")
+LOSS_ON = ("all", "last")
+BACKBONE_KINDS = ("causal_lm", "encoder")
+
+
+class ConfigError(ValueError):
+    """A config value is missing or not allowed; the message names the key and the allowed values."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    key: str
+    choices: Sequence[Any] | None = None
+    kind: type | tuple[type, ...] | None = None
+    required: bool = True
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("experiment", kind=str),
+    Rule("seed", kind=int),
+    Rule("market.name", kind=str),
+    Rule("market.languages", kind=list),
+    Rule("market.bundle", kind=str),
+    Rule("paths.cache_dir", kind=str),
+    Rule("backbone.name", kind=str),
+    Rule("backbone.kind", choices=BACKBONE_KINDS),
+    Rule("labels.target", choices=TARGETS, required=False),
+    Rule("labels.cross_lingual", kind=bool, required=False),
+    Rule("model.decode", choices=DECODES, required=False),
+    Rule("model.history", choices=HISTORIES, required=False),
+    Rule("model.loss_on", choices=LOSS_ON, required=False),
+    Rule("pipeline._target_", kind=str),
+)
+
+_MISSING = object()
+
+
+def _get(cfg: DictConfig, dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, DictConfig) or part not in node:
+            return _MISSING
+        node = node[part]
+    if isinstance(node, DictConfig) or OmegaConf.is_list(node):
+        return OmegaConf.to_container(node, resolve=False)
+    return node
+
+
+def validate_config(cfg: DictConfig, rules: Sequence[Rule] = RULES) -> None:
+    """Raise ConfigError for the first missing required key or disallowed value (all problems listed)."""
+    problems = []
+    for rule in rules:
+        value = _get(cfg, rule.key)
+        if value is _MISSING or value is None:
+            if rule.required:
+                problems.append(f"missing required key '{rule.key}'")
+            continue
+        if rule.choices is not None and value not in rule.choices:
+            problems.append(f"'{rule.key}' is {value!r}; allowed values: {', '.join(map(str, rule.choices))}")
+        if rule.kind is not None and not isinstance(value, rule.kind):
+            names = rule.kind.__name__ if isinstance(rule.kind, type) else "/".join(k.__name__ for k in rule.kind)
+            problems.append(f"'{rule.key}' must be of type {names}, got {type(value).__name__} ({value!r})")
+    if problems:
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))

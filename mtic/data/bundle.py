@@ -1,0 +1,267 @@
+"""Read, validate and write data bundles (the one on-disk interface, see DESIGN.md)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from mtic.data.errors import BundleError, MissingBundleFileError
+from mtic.data.schema import (
+    SESSION_SPLITS,
+    SINGLE_TURN_SPLITS,
+    BundleMeta,
+    Intent,
+    Session,
+    SingleTurnQuery,
+    Turn,
+)
+
+BUNDLE_FILE = "bundle.yaml"
+INTENTS_FILE = "intents.jsonl"
+SINGLE_TURN_FILE = "single_turn.jsonl"
+SESSIONS_DIR = "sessions"
+MAX_LINE_CHARS = 1_000_000
+
+
+@dataclass
+class Bundle:
+    """An in-memory data bundle. `sessions` maps a split name to its sessions (absent file = absent key)."""
+
+    meta: BundleMeta
+    intents: list[Intent]
+    single_turn: list[SingleTurnQuery] = field(default_factory=list)
+    sessions: dict[str, list[Session]] = field(default_factory=dict)
+    root: Path | None = None
+
+    def require_sessions(self, split: str) -> list[Session]:
+        """Sessions of `split`, or a clear error naming the missing file."""
+        if split not in self.sessions:
+            where = self.root / SESSIONS_DIR / f"{split}.jsonl" if self.root else f"{SESSIONS_DIR}/{split}.jsonl"
+            raise MissingBundleFileError(where, f"this pipeline needs {split} sessions but the file is missing")
+        return self.sessions[split]
+
+    def require_single_turn(self, split: str | None = None) -> list[SingleTurnQuery]:
+        """Single-turn queries (optionally of one split), or a clear error when the file is missing."""
+        if not self.single_turn:
+            where = self.root / SINGLE_TURN_FILE if self.root else SINGLE_TURN_FILE
+            raise MissingBundleFileError(where, "this pipeline needs single-turn queries but the file is missing or empty")
+        return [q for q in self.single_turn if split is None or q.split == split]
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise BundleError(path, f"invalid UTF-8 byte at offset {err.start}", line) from None
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, object) for each non-blank line; malformed lines raise BundleError."""
+    for number, raw in enumerate(_read_text(path).splitlines(), start=1):
+        if not raw.strip():
+            continue
+        if len(raw) > MAX_LINE_CHARS:
+            raise BundleError(path, f"line longer than {MAX_LINE_CHARS} characters", number)
+        try:
+            row = json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise BundleError(path, f"malformed JSON ({err.msg} at column {err.colno})", number) from None
+        if not isinstance(row, dict):
+            raise BundleError(path, f"expected a JSON object, got {type(row).__name__}", number)
+        yield number, row
+
+
+def _text(value: Any, path: Path, line: int, key: str) -> str:
+    if not isinstance(value, str):
+        raise BundleError(path, f"'{key}' must be a string, got {type(value).__name__}", line)
+    if not value.strip():
+        raise BundleError(path, f"empty text in '{key}'", line)
+    return value
+
+
+def _read_meta(root: Path) -> BundleMeta:
+    path = root / BUNDLE_FILE
+    if not path.is_file():
+        raise MissingBundleFileError(path, "every bundle needs bundle.yaml (name, market, languages)")
+    try:
+        raw = yaml.safe_load(_read_text(path)) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise BundleError(path, f"malformed YAML: {err}", mark.line + 1 if mark else None) from None
+    if not isinstance(raw, dict):
+        raise BundleError(path, "expected a mapping with name, market, languages")
+    for key in ("name", "market", "languages"):
+        if key not in raw:
+            raise BundleError(path, f"missing required key '{key}'")
+    languages = raw["languages"]
+    if isinstance(languages, str) or not isinstance(languages, list) or not languages:
+        raise BundleError(path, "'languages' must be a non-empty list such as [en, ms]")
+    known = {"name", "market", "languages", "source", "license", "description"}
+    return BundleMeta(
+        name=str(raw["name"]),
+        market=str(raw["market"]),
+        languages=tuple(str(x) for x in languages),
+        source=str(raw.get("source", "user")),
+        license=str(raw.get("license", "unknown")),
+        description=str(raw.get("description", "")),
+        extra={k: v for k, v in raw.items() if k not in known},
+    )
+
+
+def read_intents(path: Path) -> list[Intent]:
+    """Read and validate `intents.jsonl`: unique ids, non-empty titles, a consistent tree of paths."""
+    if not path.is_file():
+        raise MissingBundleFileError(path, "every bundle needs intents.jsonl")
+    intents: list[Intent] = []
+    seen: dict[str, int] = {}
+    parent_of: dict[tuple[int, str], tuple[str, int]] = {}
+    depth: tuple[int, int] | None = None
+    for line, row in iter_jsonl(path):
+        intent_id = _text(row.get("id"), path, line, "id")
+        if intent_id in seen:
+            raise BundleError(path, f"duplicate intent id '{intent_id}' (first on line {seen[intent_id]})", line)
+        seen[intent_id] = line
+        title = _text(row.get("title"), path, line, "title")
+        raw_path = row.get("path")
+        if not isinstance(raw_path, list) or not raw_path:
+            raise BundleError(path, "'path' must be a non-empty list of category names, root first", line)
+        names = tuple(_text(p, path, line, "path") for p in raw_path)
+        if depth is None:
+            depth = (len(names), line)
+        elif len(names) != depth[0]:
+            raise BundleError(
+                path, f"path of depth {len(names)} but line {depth[1]} has depth {depth[0]}: all paths need one depth", line
+            )
+        for level in range(1, len(names)):
+            node = (level, names[level])
+            parent = names[level - 1]
+            if node in parent_of and parent_of[node][0] != parent:
+                first_parent, first_line = parent_of[node]
+                raise BundleError(
+                    path,
+                    f"'{names[level]}' has two parents: '{parent}' here and '{first_parent}' on line {first_line}",
+                    line,
+                )
+            parent_of.setdefault(node, (parent, line))
+        optional = {}
+        for key in ("title_en", "label"):
+            if row.get(key) is not None:
+                optional[key] = _text(row[key], path, line, key)
+        intents.append(Intent(id=intent_id, title=title, path=names, **optional))
+    if not intents:
+        raise BundleError(path, "no intents")
+    leaves: dict[str, str] = {}
+    for intent in intents:
+        leaf = intent.path[-1]
+        if leaf in leaves:
+            raise BundleError(path, f"leaf class '{leaf}' is used by two intents: '{leaves[leaf]}' and '{intent.id}'", seen[intent.id])
+        leaves[leaf] = intent.id
+    return intents
+
+
+def _check_intent(value: Any, known: set[str], path: Path, line: int, allow_none: bool) -> str | None:
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, str):
+        raise BundleError(path, f"'intent' must be an intent id string, got {value!r}", line)
+    if value not in known:
+        raise BundleError(path, f"unknown intent id '{value}' (not in intents.jsonl)", line)
+    return value
+
+
+def read_single_turn(path: Path, known: set[str]) -> list[SingleTurnQuery]:
+    """Read and validate `single_turn.jsonl`."""
+    rows = []
+    for line, row in iter_jsonl(path):
+        text = _text(row.get("text"), path, line, "text")
+        intent = _check_intent(row.get("intent"), known, path, line, allow_none=False)
+        split = row.get("split", "train")
+        if split not in SINGLE_TURN_SPLITS:
+            raise BundleError(path, f"'split' must be one of {list(SINGLE_TURN_SPLITS)}, got {split!r}", line)
+        rows.append(SingleTurnQuery(text=text, intent=intent, split=split))
+    return rows
+
+
+def read_sessions(path: Path, known: set[str], require_target: bool) -> list[Session]:
+    """Read and validate one sessions file; `require_target` demands a labelled last turn."""
+    sessions: list[Session] = []
+    seen: dict[str, int] = {}
+    for line, row in iter_jsonl(path):
+        session_id = row.get("id")
+        if not isinstance(session_id, (str, int)) or str(session_id).strip() == "":
+            raise BundleError(path, "every session needs a non-empty 'id'", line)
+        session_id = str(session_id)
+        if session_id in seen:
+            raise BundleError(path, f"duplicate session id '{session_id}' (first on line {seen[session_id]})", line)
+        seen[session_id] = line
+        raw_turns = row.get("turns")
+        if not isinstance(raw_turns, list) or not raw_turns:
+            raise BundleError(path, "'turns' must be a non-empty list", line)
+        turns = []
+        for turn in raw_turns:
+            if not isinstance(turn, dict):
+                raise BundleError(path, "each turn must be an object {\"text\": ..., \"intent\": ...}", line)
+            text = _text(turn.get("text"), path, line, "text")
+            turns.append(Turn(text, _check_intent(turn.get("intent"), known, path, line, allow_none=True)))
+        if require_target and turns[-1].intent is None:
+            raise BundleError(path, f"session '{session_id}' has no intent on its last turn (the target)", line)
+        sessions.append(Session(id=session_id, turns=tuple(turns)))
+    return sessions
+
+
+def read_bundle(root: str | Path) -> Bundle:
+    """Read and validate a bundle directory; any problem raises BundleError naming the file and line."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise MissingBundleFileError(root, "bundle directory does not exist")
+    meta = _read_meta(root)
+    intents = read_intents(root / INTENTS_FILE)
+    known = {i.id for i in intents}
+    single_path = root / SINGLE_TURN_FILE
+    single = read_single_turn(single_path, known) if single_path.is_file() else []
+    sessions = {}
+    for split in SESSION_SPLITS:
+        path = root / SESSIONS_DIR / f"{split}.jsonl"
+        if path.is_file():
+            sessions[split] = read_sessions(path, known, require_target=split in ("valid", "test"))
+    return Bundle(meta=meta, intents=intents, single_turn=single, sessions=sessions, root=root)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    """Write rows as UTF-8 JSON lines (non-ASCII kept readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def write_bundle(bundle: Bundle, root: str | Path, overwrite: bool = False) -> Path:
+    """Write `bundle` to `root` atomically (temp dir + rename) so a crash never leaves half a bundle."""
+    root = Path(root).expanduser()
+    if root.exists() and not overwrite:
+        raise FileExistsError(f"{root} exists; pass overwrite=True to replace it")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        (tmp / BUNDLE_FILE).write_text(
+            yaml.safe_dump(bundle.meta.to_json(), allow_unicode=True, sort_keys=False), encoding="utf-8"
+        )
+        write_jsonl(tmp / INTENTS_FILE, [i.to_json() for i in bundle.intents])
+        if bundle.single_turn:
+            write_jsonl(tmp / SINGLE_TURN_FILE, [q.to_json() for q in bundle.single_turn])
+        for split, sessions in bundle.sessions.items():
+            write_jsonl(tmp / SESSIONS_DIR / f"{split}.jsonl", [s.to_json() for s in sessions])
+        if root.exists():
+            shutil.rmtree(root)
+        os.replace(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return root

@@ -1,0 +1,100 @@
+"""The vicuna-style chat transcript for symbol tuning, tokenised segment by segment with its loss mask."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from mtic.data.encoding import IGNORE_INDEX
+from mtic.data.views import ViewExample
+
+LOSS_ON = ("all", "last")
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """Text of the transcript: `{system} USER: {q} ASSISTANT: {answer_prefix} {label}</s>USER: ...`."""
+
+    system_prompt: str = (
+        "A chat between a customer and a customer-service assistant. "
+        "For every customer query, the assistant names the intent title of the query."
+    )
+    user_tag: str = "USER:"
+    assistant_tag: str = "ASSISTANT:"
+    answer_prefix: str = "The intent title is"
+
+
+@dataclass
+class ChatEncoder:
+    """Tokenises a chat example; only answer labels (and their end-of-sequence token) carry loss.
+
+    Segments are tokenised separately and concatenated, so the mask never depends on character offsets.
+    `label_of(intent_id)` gives the target text of an intent (compressed label, symbol, title...).
+    `loss_on='all'` trains on every answer of the session, `'last'` only on the final one.
+    """
+
+    tokenizer: Any
+    label_of: Callable[[str], str]
+    fmt: ChatFormat = ChatFormat()
+    loss_on: str = "all"
+    max_length: int = 512
+
+    def __post_init__(self) -> None:
+        if self.loss_on not in LOSS_ON:
+            raise ValueError(f"loss_on must be one of {list(LOSS_ON)}, got {self.loss_on!r}")
+        if self.tokenizer.eos_token_id is None:
+            raise ValueError("the chat encoder needs a tokenizer with an end-of-sequence token")
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _start(self) -> list[int]:
+        bos = self.tokenizer.bos_token_id
+        add_bos = getattr(self.tokenizer, "add_bos_token", bos is not None)
+        return [bos] if bos is not None and add_bos else []
+
+    def question(self, query: str, first: bool) -> str:
+        """Prompt text of one user turn up to and including the answer prefix."""
+        head = f"{self.fmt.system_prompt} " if first else ""
+        prefix = f" {self.fmt.answer_prefix}" if self.fmt.answer_prefix else ""
+        return f"{head}{self.fmt.user_tag} {query} {self.fmt.assistant_tag}{prefix}"
+
+    def segments(self, turns: Sequence[tuple[str, str | None]]) -> list[tuple[list[int], bool]]:
+        """(token ids, carries loss) for every segment of the transcript."""
+        out: list[tuple[list[int], bool]] = [(self._start(), False)]
+        last = len(turns) - 1
+        for k, (query, answer) in enumerate(turns):
+            if answer is None and k != last:  # history turn without an answer: the query alone
+                head = f"{self.fmt.system_prompt} " if k == 0 else ""
+                out.append((self._ids(f"{head}{self.fmt.user_tag} {query} "), False))
+                continue
+            out.append((self._ids(self.question(query, first=k == 0)), False))
+            if answer is None:
+                continue
+            trains = self.loss_on == "all" or k == last
+            out.append((self._ids(f" {answer}"), trains))
+            out.append(([self.tokenizer.eos_token_id], trains))
+        return out
+
+    def __call__(self, example: ViewExample) -> dict[str, Any]:
+        turns = [(q, None if intent is None else self.label_of(intent)) for q, intent in example.turns]
+        input_ids: list[int] = []
+        labels: list[int] = []
+        for ids, trains in self.segments(turns):
+            input_ids += ids
+            labels += ids if trains else [IGNORE_INDEX] * len(ids)
+        if len(input_ids) > self.max_length:  # drop the oldest tokens; the last answer survives
+            input_ids, labels = input_ids[-self.max_length :], labels[-self.max_length :]
+        return {
+            "input_ids": input_ids,
+            "attention_mask": [1] * len(input_ids),
+            "labels": labels,
+            "session_id": example.session_id,
+            "target": example.target,
+            "turns": example.turns,
+        }
+
+    def prompt_ids(self, queries: Sequence[str], history_answers: Sequence[str | None]) -> list[int]:
+        """Ids of the inference prompt: earlier turns with `history_answers`, ending on the answer prefix."""
+        turns = list(zip(queries[:-1], history_answers)) + [(queries[-1], None)]
+        ids = [i for seg, _ in self.segments(turns) for i in seg]
+        return ids[-self.max_length :]

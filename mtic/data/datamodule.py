@@ -1,0 +1,181 @@
+"""One LightningDataModule for every model: a bundle, a view, and the model's encoder."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from mtic.data.bundle import Bundle, read_bundle, read_sessions
+from mtic.data.encoding import Encoder, PadCollator
+from mtic.data.schema import Session
+from mtic.data.taxonomy import Taxonomy
+from mtic.data.views import View, labelled_prefixes
+
+NO_SESSIONS = "none"
+
+
+class EncodedDataset(Dataset):
+    """Examples encoded once, up front (the data sets are small; encoding per epoch would be waste)."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.rows[index]
+
+    def lengths(self) -> list[int]:
+        return [len(r["input_ids"]) for r in self.rows]
+
+
+class LengthGroupedBatchSampler(Sampler[list[int]]):
+    """Shuffled batches of similar length: sort inside random mega-batches, then shuffle the batches."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, mega_factor: int = 32) -> None:
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.mega = batch_size * mega_factor
+        self.epoch = 0
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = random.Random(self.seed + self.epoch)
+        self.epoch += 1
+        order = list(range(len(self.lengths)))
+        rng.shuffle(order)
+        batches = []
+        for start in range(0, len(order), self.mega):
+            chunk = sorted(order[start : start + self.mega], key=lambda i: self.lengths[i], reverse=True)
+            batches += [chunk[k : k + self.batch_size] for k in range(0, len(chunk), self.batch_size)]
+        rng.shuffle(batches)
+        return iter(batches)
+
+    def __len__(self) -> int:
+        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+
+
+class MTICDataModule(pl.LightningDataModule):
+    """Feeds any mtic LightningModule from a bundle.
+
+    The `view` turns sessions into examples (chat transcript, last query, naive or selected concatenation);
+    the `encoder`, supplied by the LightningModule through `set_encoder`, turns examples into token ids.
+    Training data = labelled single-turn queries (as one-turn sessions) + labelled sessions (`train_sessions`:
+    a split name such as 'train', a path to pseudo-labelled sessions, or 'none').
+    """
+
+    def __init__(
+        self,
+        bundle_dir: str | Path,
+        view: View,
+        eval_view: View | None = None,
+        batch_size: int = 16,
+        eval_batch_size: int = 32,
+        train_single_turn: bool = True,
+        train_sessions: str = "train",
+        expand_prefixes: bool = True,
+        max_train_examples: int | None = None,
+        max_eval_examples: int | None = None,
+        group_by_length: bool = True,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.bundle: Bundle = read_bundle(bundle_dir)
+        self.taxonomy = Taxonomy.from_intents(self.bundle.intents)
+        self.view = view
+        self.eval_view = eval_view or view
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.train_single_turn = train_single_turn
+        self.train_sessions = train_sessions
+        self.expand_prefixes = expand_prefixes
+        self.max_train_examples = max_train_examples
+        self.max_eval_examples = max_eval_examples
+        self.group_by_length = group_by_length
+        self.num_workers = num_workers
+        self.seed = seed
+        self.encoder: Encoder | None = None
+        self.collator: PadCollator | None = None
+        self.datasets: dict[str, EncodedDataset] = {}
+
+    def set_encoder(self, encoder: Encoder, pad_token_id: int) -> None:
+        """Install the model's encoder (it owns the tokenizer) and reset encoded data."""
+        self.encoder = encoder
+        self.collator = PadCollator(pad_token_id=pad_token_id)
+        self.datasets = {}
+
+    # -- sessions per stage -------------------------------------------------------------------------
+    def training_sessions(self) -> list[Session]:
+        """Sessions the model trains on, single-turn queries included as one-turn sessions."""
+        sessions: list[Session] = []
+        if self.train_single_turn:
+            queries = self.bundle.require_single_turn("train")
+            sessions += [q.as_session(f"single-{k}") for k, q in enumerate(queries)]
+        if self.train_sessions != NO_SESSIONS:
+            sessions += self._session_source(self.train_sessions)
+        if not sessions:
+            raise ValueError("no training data: enable train_single_turn or set train_sessions")
+        return sessions
+
+    def _session_source(self, source: str) -> list[Session]:
+        path = Path(source)
+        if path.suffix == ".jsonl":
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: sessions file not found")
+            return read_sessions(path, set(self.taxonomy.ids), require_target=False)
+        return self.bundle.require_sessions(source)
+
+    def evaluation_sessions(self, split: str) -> list[Session]:
+        """Valid/test sessions; valid falls back to single-turn valid queries when the file is absent."""
+        if split in self.bundle.sessions:
+            sessions = self.bundle.sessions[split]
+        elif split == "valid":
+            sessions = [q.as_session(f"valid-{k}") for k, q in enumerate(self.bundle.single_turn) if q.split == "valid"]
+        else:
+            sessions = self.bundle.require_sessions(split)
+        return sessions[: self.max_eval_examples] if self.max_eval_examples else sessions
+
+    def _train_examples(self) -> list:
+        examples = []
+        for session in self.training_sessions():
+            parts = labelled_prefixes(session) if self.expand_prefixes else [session]
+            examples += [self.view(p) for p in parts if p.target is not None or not self.expand_prefixes]
+        if self.max_train_examples and len(examples) > self.max_train_examples:
+            examples = random.Random(self.seed).sample(examples, self.max_train_examples)
+        return examples
+
+    # -- Lightning hooks ------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.encoder is None:
+            raise RuntimeError("call set_encoder(model encoder) before using the datamodule")
+        if stage in (None, "fit") and "train" not in self.datasets:
+            self.datasets["train"] = EncodedDataset([self.encoder(e) for e in self._train_examples()])
+        for split in ("valid", "test"):
+            wanted = stage in (None, "fit", "validate") if split == "valid" else stage in (None, "test", "predict")
+            if wanted and split not in self.datasets:
+                sessions = self.evaluation_sessions(split)
+                self.datasets[split] = EncodedDataset([self.encoder(self.eval_view(s)) for s in sessions])
+
+    def train_dataloader(self) -> DataLoader:
+        data = self.datasets["train"]
+        if self.group_by_length:
+            sampler = LengthGroupedBatchSampler(data.lengths(), self.batch_size, seed=self.seed)
+            return DataLoader(data, batch_sampler=sampler, collate_fn=self.collator, num_workers=self.num_workers)
+        return DataLoader(data, batch_size=self.batch_size, shuffle=True, collate_fn=self.collator, num_workers=self.num_workers)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        return DataLoader(self.datasets[split], batch_size=self.eval_batch_size, collate_fn=self.collator, num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("valid")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")

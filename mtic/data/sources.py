@@ -1,0 +1,25 @@
+"""Resolve a bundle spec from the config (`demo:sg`, a directory, ...) to a bundle directory on disk."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from mtic.data.errors import MissingBundleFileError
+
+DEMO_PREFIX = "demo:"
+
+
+def resolve_bundle(spec: str, cache_dir: str | Path, datasets_dir: str | Path | None = None) -> Path:
+    """A bundle directory for `spec`.
+
+    `demo:<market>` builds the embedded demo bundle into the cache on first use; any other value is a path to a
+    bundle directory.
+    """
+    spec = str(spec)
+    if spec.startswith(DEMO_PREFIX):
+        from mtic.data.demo.build import demo_bundle_dir
+
+        return demo_bundle_dir(spec[len(DEMO_PREFIX) :], cache_dir)
+    path = Path(spec).expanduser()
+    if not path.is_dir():
+        raise MissingBundleFileError(path, "bundle directory not found (set market.bundle or paths.data_dir)")
+    return path

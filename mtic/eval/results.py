@@ -1,0 +1,72 @@
+"""`results.json`: one file per run with everything the comparison tables need (no secrets)."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+RESULTS_FILE = "results.json"
+SECRET_MARKERS = ("key", "token", "secret", "password")
+
+
+def redact(value: Any) -> Any:
+    """Copy of a nested config with every secret-looking key replaced by '***'."""
+    if isinstance(value, dict):
+        return {k: "***" if any(m in str(k).lower() for m in SECRET_MARKERS) and v else redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+def ablation_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The settings the paper's tables vary, read from the composed config."""
+    model = cfg.get("model", {}) or {}
+    labels = cfg.get("labels", {}) or {}
+    return {
+        "target": labels.get("target"),
+        "cross_lingual": labels.get("cross_lingual"),
+        "backbone": cfg.get("backbone", {}).get("name"),
+        "decode": model.get("decode"),
+        "history": model.get("history"),
+        "view": cfg.get("data", {}).get("view", {}).get("_target_", "").rsplit(".", 1)[-1] or None,
+        "prompt": (cfg.get("prompt") or {}).get("name"),
+        "self_consistency": (cfg.get("pipeline") or {}).get("self_consistency"),
+    }
+
+
+def write_results(
+    run_dir: str | Path,
+    cfg: DictConfig,
+    metrics: dict[str, float],
+    test_size: int,
+    started_at: float,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write `results.json` atomically into `run_dir` and return its path."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = {
+        "experiment": cfg.get("experiment"),
+        "market": cfg.market.name,
+        "languages": list(cfg.market.languages),
+        "method": cfg.get("method"),
+        **ablation_settings(cfg),
+        "seed": cfg.get("seed"),
+        "test_size": test_size,
+        "metrics": {k: round(float(v), 6) for k, v in metrics.items()},
+        "wall_time_s": round(time.time() - started_at, 2),
+        "host": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "config": redact(OmegaConf.to_container(cfg, resolve=True)),
+    }
+    if extra:
+        record.update(extra)
+    path = run_dir / RESULTS_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+    return path

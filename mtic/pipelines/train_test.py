@@ -1,0 +1,103 @@
+"""Train a model on a bundle and test it: the pipeline behind symbol tuning, the HTC and the baselines."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mtic.data.sources import resolve_bundle
+from mtic.eval.results import write_results
+
+log = logging.getLogger("mtic")
+PREDICTIONS_FILE = "predictions.jsonl"
+
+
+def bundle_dir_of(cfg: DictConfig) -> Path:
+    """The bundle this run reads: `paths.data_dir` when set, else `market.bundle`."""
+    spec = cfg.paths.get("data_dir") or cfg.market.bundle
+    return resolve_bundle(spec, cfg.paths.cache_dir, cfg.paths.get("datasets_dir"))
+
+
+def build_components(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
+    """Datamodule (bundle + view) and model (which supplies the encoder), wired together."""
+    datamodule = instantiate(cfg.data, bundle_dir=str(bundle_dir_of(cfg)))
+    labels = instantiate(cfg.labels, taxonomy=datamodule.taxonomy) if "labels" in cfg else None
+    kwargs: dict[str, Any] = {"taxonomy": datamodule.taxonomy}
+    if labels is not None:
+        kwargs["labels"] = labels
+    model = instantiate(cfg.model, **kwargs)
+    datamodule.set_encoder(model.build_encoder(), model.pad_token_id)
+    return datamodule, model
+
+
+def build_trainer(cfg: DictConfig) -> pl.Trainer:
+    """Trainer with the configured loggers and callbacks (each instantiated from its `_target_`)."""
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+
+
+def run(cfg: DictConfig, fit: bool = True, test: bool = True) -> dict[str, float]:
+    """Fit, test, write `results.json` and `predictions.jsonl` in the run directory; returns the metrics."""
+    started = time.time()
+    pl.seed_everything(cfg.seed, workers=True)
+    run_dir = Path(cfg.paths.run_dir)
+    datamodule, model = build_components(cfg)
+    trainer = build_trainer(cfg)
+    if fit:
+        trainer.fit(model, datamodule=datamodule)
+    metrics: dict[str, float] = {}
+    if test:
+        ckpt = _best_checkpoint(trainer) if fit else None
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        _write_predictions(run_dir, getattr(model, "test_outputs", []))
+    test_size = len(datamodule.datasets.get("test", []))
+    path = write_results(run_dir, cfg, metrics, test_size, started)
+    log.info("results: %s -> %s", json.dumps(metrics), path)
+    print(_summary(cfg, metrics, test_size, path))
+    _finish_loggers(trainer)
+    return metrics
+
+
+def _best_checkpoint(trainer: pl.Trainer) -> str | None:
+    callback = trainer.checkpoint_callback
+    best = getattr(callback, "best_model_path", "") if callback else ""
+    return best or None
+
+
+def _write_predictions(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with (run_dir / PREDICTIONS_FILE).open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _summary(cfg: DictConfig, metrics: dict[str, float], test_size: int, path: Path) -> str:
+    shown = ", ".join(f"{k.split('/', 1)[1]}={v:.4f}" for k, v in sorted(metrics.items()))
+    return f"[mtic] {cfg.experiment} market={cfg.market.name} n_test={test_size}: {shown or 'no test metrics'}\n[mtic] results: {path}"
+
+
+def _finish_loggers(trainer: pl.Trainer) -> None:
+    """Close W&B runs so that every job of a multirun logs as its own run."""
+    for logger in trainer.loggers:
+        experiment = getattr(logger, "_experiment", None)
+        if experiment is not None and hasattr(experiment, "finish"):
+            experiment.finish()
+    try:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+    except ImportError:  # wandb is a dependency, but finishing must never crash a finished run
+        pass
+
+
+def as_container(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
