@@ -1,0 +1,50 @@
+"""Shared fixtures: a tiny valid bundle written to a temp dir."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+TINY_INTENTS = [
+    {"id": "cancel", "title": "Request to cancel an order", "path": ["Order", "Cancellation", "Cancel Order"], "title_en": "Request to cancel an order", "label": "Cancel Order"},
+    {"id": "cancel_status", "title": "Ask about a cancellation", "path": ["Order", "Cancellation", "Cancellation Status"], "label": "Cancel Status"},
+    {"id": "refund", "title": "Ask about the status of a refund", "path": ["Payment", "Refund", "Refund Status"], "label": "Refund Status"},
+    {"id": "track", "title": "Ask where a parcel is", "path": ["Logistics", "Delivery", "Delivery Status"], "label": "Track Parcel"},
+]
+TINY_SINGLE = [
+    ("cancel my order pls", "cancel"), ("i want to cancel", "cancel"),
+    ("is my cancellation done", "cancel_status"), ("cancel request status?", "cancel_status"),
+    ("where is my refund", "refund"), ("refund not in yet", "refund"),
+    ("where is my parcel", "track"), ("track my package", "track"),
+]
+TINY_SESSIONS = {
+    "train": [
+        {"id": "t1", "turns": [{"text": "where is my parcel", "intent": "track"}, {"text": "still nothing", "intent": "track"}]},
+        {"id": "t2", "turns": [{"text": "cancel my order", "intent": "cancel"}, {"text": "and the money?", "intent": "refund"}]},
+    ],
+    "test": [
+        {"id": "s1", "turns": [{"text": "i want to cancel", "intent": None}, {"text": "is it done?", "intent": "cancel_status"}]},
+        {"id": "s2", "turns": [{"text": "refund not in yet", "intent": "refund"}]},
+        {"id": "s3", "turns": [{"text": "where is my parcel"}, {"text": "ok", "intent": "track"}, {"text": "cancel it", "intent": "cancel"}]},
+    ],
+}
+
+
+def write_tiny_bundle(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "bundle.yaml").write_text(yaml.safe_dump({"name": "tiny", "market": "sg", "languages": ["en"]}), encoding="utf-8")
+    (root / "intents.jsonl").write_text("".join(json.dumps(i) + "\n" for i in TINY_INTENTS), encoding="utf-8")
+    (root / "single_turn.jsonl").write_text(
+        "".join(json.dumps({"text": t, "intent": i}) + "\n" for t, i in TINY_SINGLE), encoding="utf-8"
+    )
+    (root / "sessions").mkdir(exist_ok=True)
+    for split, rows in TINY_SESSIONS.items():
+        (root / "sessions" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def tiny_bundle(tmp_path: Path) -> Path:
+    return write_tiny_bundle(tmp_path / "tiny")

@@ -1,0 +1,80 @@
+"""Every experiment config composes; wrong values get messages that name the key and the allowed values."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from mtic.config_schema import ConfigError, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+def _compose(*overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def test_there_are_experiments() -> None:
+    assert "st_sg" in EXPERIMENTS
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_composes_and_validates(name: str) -> None:
+    cfg = _compose(f"+experiment={name}")
+    assert cfg.experiment == name
+    validate_config(cfg)
+    for group in ("data", "model", "trainer", "pipeline"):
+        assert "_target_" in cfg[group], f"{name}: {group} is not instantiable"
+
+
+def test_experiment_is_not_in_defaults() -> None:
+    assert _compose().experiment == "default"
+
+
+@pytest.mark.parametrize("market", ["br", "id", "my", "ph", "sg", "th", "tw", "vn"])
+def test_markets_point_at_demo_bundles(market: str) -> None:
+    cfg = _compose(f"market={market}")
+    assert cfg.market.bundle == f"demo:{market}"
+
+
+@pytest.mark.parametrize("trainer", ["cpu", "gpu", "ddp", "fsdp", "deepspeed"])
+def test_trainer_configs_compose(trainer: str) -> None:
+    cfg = _compose(f"trainer={trainer}")
+    assert cfg.trainer._target_ == "pytorch_lightning.Trainer"
+
+
+def test_wrong_enum_value_names_key_and_choices() -> None:
+    cfg = _compose("model.decode=beam")
+    with pytest.raises(ConfigError, match=r"'model.decode' is 'beam'; allowed values: greedy, score"):
+        validate_config(cfg)
+
+
+def test_missing_required_key() -> None:
+    cfg = _compose("~market.bundle")
+    with pytest.raises(ConfigError, match=r"missing required key 'market.bundle'"):
+        validate_config(cfg)
+
+
+def test_cli_prints_resolved_config() -> None:
+    out = subprocess.run(
+        [sys.executable, "run.py", "--cfg", "job", "+experiment=st_sg"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert "experiment: st_sg" in out.stdout and "smollm2-135m" in out.stdout
+
+
+def test_cli_rejects_bad_value_with_one_line() -> None:
+    out = subprocess.run(
+        [sys.executable, "run.py", "+experiment=st_sg", "model.history=psychic", "paths.output_dir=/tmp/mtic-test-out"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 2
+    assert "'model.history' is 'psychic'; allowed values: rollout, gold, none" in out.stderr
+    assert "Traceback" not in out.stderr
