@@ -70,10 +70,12 @@ class ChatEncoder:
             out.append((self._ids(self.question(query, first=k == 0)), False))
             if answer is None:
                 continue
-            trains = self.loss_on == "all" or k == last
-            out.append((self._ids(f" {answer}"), trains))
-            out.append(([self.tokenizer.eos_token_id], trains))
+            out.append((self.answer_ids(answer), self.loss_on == "all" or k == last))
         return out
+
+    def answer_ids(self, answer: str) -> list[int]:
+        """Ids of one answer as it follows the answer prefix: the label, then end of sequence."""
+        return self._ids(f" {answer}") + [self.tokenizer.eos_token_id]
 
     def __call__(self, example: ViewExample) -> dict[str, Any]:
         turns = [(q, None if intent is None else self.label_of(intent)) for q, intent in example.turns]

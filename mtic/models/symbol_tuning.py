@@ -17,6 +17,7 @@ from mtic.eval.metrics import IntentMetrics
 from mtic.labels.matching import OutputMatcher
 from mtic.labels.targets import LabelSet
 from mtic.models.backbones import load_causal_lm
+from mtic.models.label_scoring import label_probabilities, score_continuations
 
 DEFAULT_LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
 
@@ -75,6 +76,8 @@ class SymbolTuningLM(pl.LightningModule):
         )
         label_texts = {intent_id: labels.label_of(intent_id) for intent_id in taxonomy.ids}
         self.matcher = OutputMatcher(label_texts, embed=embed, **(matcher or {}))
+        self.label_intents = list(label_texts)
+        self.label_answers = [self.encoder.answer_ids(label_texts[i]) for i in self.label_intents]
         self.metrics = IntentMetrics(taxonomy)
 
     # -- data ----------------------------------------------------------------------------------------
@@ -130,6 +133,24 @@ class SymbolTuningLM(pl.LightningModule):
         )
         return [t.strip() for t in self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)]
 
+    @torch.no_grad()
+    def score_labels(self, prompts: Sequence[list[int]]) -> list[tuple[str, dict[str, float]]]:
+        """decode=score: the most likely label of the set for each prompt, with a probability per intent."""
+        out = []
+        for prompt in prompts:
+            scores = score_continuations(self.model, prompt, self.label_answers, self.pad_token_id)
+            probs = label_probabilities(scores)
+            best = int(scores.argmax())
+            top = {self.label_intents[i]: float(probs[i]) for i in probs.topk(min(5, len(probs))).indices.tolist()}
+            out.append((self.labels.label_of(self.label_intents[best]), top))
+        return out
+
+    def decode(self, prompts: Sequence[list[int]]) -> list[tuple[str, dict[str, float] | None]]:
+        """Label text for each prompt (greedy generation or scoring, as configured)."""
+        if self.hparams.decode == "score":
+            return self.score_labels(prompts)
+        return [(text, None) for text in self.generate_labels(prompts)]
+
     def predict_sessions(self, sessions: Sequence[Sequence[tuple[str, str | None]]]) -> list[dict[str, Any]]:
         """Roll every session out turn by turn; returns per session the output text, intent and match method."""
         answers: list[list[str | None]] = [[] for _ in sessions]
@@ -144,11 +165,13 @@ class SymbolTuningLM(pl.LightningModule):
             if not need:
                 continue
             prompts = [self.encoder.prompt_ids([q for q, _ in sessions[k][: step + 1]], answers[k]) for k in need]
-            for k, text in zip(need, self.generate_labels(prompts)):
-                match = self.matcher.match(text)
+            for k, (text, top) in zip(need, self.decode(prompts)):
                 answers[k].append(text)
                 if step == len(sessions[k]) - 1:
+                    match = self.matcher.match(text)
                     final[k] = {"output": text, "intent": match.intent_id, "method": match.method}
+                    if top is not None:
+                        final[k]["top"] = top
         return final
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:

@@ -1,6 +1,7 @@
 """Train a model on a bundle and test it: the pipeline behind symbol tuning, the HTC and the baselines."""
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
@@ -8,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mtic.data.sources import resolve_bundle
@@ -27,10 +28,9 @@ def bundle_dir_of(cfg: DictConfig) -> Path:
 def build_components(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
     """Datamodule (bundle + view) and model (which supplies the encoder), wired together."""
     datamodule = instantiate(cfg.data, bundle_dir=str(bundle_dir_of(cfg)))
-    labels = instantiate(cfg.labels, taxonomy=datamodule.taxonomy) if "labels" in cfg else None
     kwargs: dict[str, Any] = {"taxonomy": datamodule.taxonomy}
-    if labels is not None:
-        kwargs["labels"] = labels
+    if "labels" in inspect.signature(get_class(cfg.model._target_)).parameters:  # generative models only
+        kwargs["labels"] = instantiate(cfg.labels, taxonomy=datamodule.taxonomy)
     model = instantiate(cfg.model, **kwargs)
     datamodule.set_encoder(model.build_encoder(), model.pad_token_id)
     return datamodule, model
