@@ -1,0 +1,45 @@
+"""Compare runs: `python experiments/compare.py outputs/multiruns/<experiment>/<time> [...] --out reports/`.
+
+Prints Markdown tables in the paper's layout (rows = settings, columns = markets + average weighted by test
+size) and writes Markdown, CSV and a PNG bar chart per metric. Missing cells show as '–', never as zero.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mtic.eval.compare import DEFAULT_ROW_KEYS, build_table, find_results, plot_table, to_markdown, write_csv  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="run / multirun directories or results.json files")
+    parser.add_argument("--metric", action="append", help="metric key(s), default test/acc")
+    parser.add_argument("--rows", default=",".join(DEFAULT_ROW_KEYS), help="comma-separated result fields for rows")
+    parser.add_argument("--out", default=None, help="directory for .md/.csv/.png (default: print only)")
+    args = parser.parse_args(argv)
+    records = find_results(args.runs)
+    if not records:
+        print(f"no results.json under {args.runs}", file=sys.stderr)
+        return 1
+    out = Path(args.out) if args.out else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    for metric in args.metric or ["test/acc"]:
+        table = build_table(records, metric=metric, row_keys=args.rows.split(","))
+        markdown = to_markdown(table)
+        print(f"\n### {metric} ({len(records)} runs)\n\n{markdown}")
+        if out:
+            stem = metric.replace("/", "_")
+            (out / f"{stem}.md").write_text(markdown + "\n", encoding="utf-8")
+            write_csv(table, out / f"{stem}.csv")
+            plot_table(table, out / f"{stem}.png")
+            print(f"\nwrote {out / stem}.md, .csv, .png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Paper-style comparison tables from `results.json` files: rows = settings, columns = markets + weighted mean."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from mtic.eval.results import RESULTS_FILE
+
+DEFAULT_ROW_KEYS = ("method", "backbone", "target", "cross_lingual", "decode", "view", "prompt", "self_consistency")
+AVERAGE = "avg"
+MISSING = "–"
+
+
+@dataclass
+class Table:
+    """A metric per (row, market); `average` is weighted by test size over the markets a row has."""
+
+    metric: str
+    row_keys: tuple[str, ...]
+    markets: list[str]
+    cells: dict[tuple, dict[str, tuple[float, int]]] = field(default_factory=dict)
+
+    def rows(self) -> list[tuple]:
+        return sorted(self.cells, key=lambda r: tuple(str(x) for x in r))
+
+    def average(self, row: tuple) -> float | None:
+        """Mean of the row's values weighted by each market's test size (None when the row is empty)."""
+        values = self.cells.get(row, {})
+        total = sum(n for _, n in values.values())
+        if not values or total == 0:
+            return None
+        return sum(v * n for v, n in values.values()) / total
+
+    def value(self, row: tuple, market: str) -> float | None:
+        cell = self.cells.get(row, {}).get(market)
+        return None if cell is None else cell[0]
+
+
+def find_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """Load every results.json under the given run or multirun directories (or files)."""
+    records = []
+    for path in map(Path, paths):
+        files = [path] if path.is_file() else sorted(path.rglob(RESULTS_FILE))
+        for file in files:
+            record = json.loads(file.read_text(encoding="utf-8"))
+            record["_path"] = str(file)
+            records.append(record)
+    return records
+
+
+def build_table(records: Sequence[dict[str, Any]], metric: str = "test/acc", row_keys: Sequence[str] = DEFAULT_ROW_KEYS) -> Table:
+    """One table; row keys that never vary across records are dropped. Later runs override earlier ones."""
+    keys = tuple(k for k in row_keys if len({str(r.get(k)) for r in records}) > 1) or tuple(row_keys[:1])
+    markets = sorted({r["market"] for r in records})
+    table = Table(metric=metric, row_keys=keys, markets=markets)
+    for record in records:
+        value = record.get("metrics", {}).get(metric)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        row = tuple(record.get(k) for k in keys)
+        table.cells.setdefault(row, {})[record["market"]] = (float(value), int(record.get("test_size") or 0))
+    return table
+
+
+def _fmt(value: float | None, scale: float) -> str:
+    return MISSING if value is None else f"{value * scale:.2f}"
+
+
+def to_markdown(table: Table, scale: float = 100.0) -> str:
+    """Markdown table; missing cells show as '–', never as zero."""
+    header = [*table.row_keys, *table.markets, f"{AVERAGE} (weighted)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in table.rows():
+        values = [_fmt(table.value(row, m), scale) for m in table.markets] + [_fmt(table.average(row), scale)]
+        lines.append("| " + " | ".join([*(str(x) for x in row), *values]) + " |")
+    return "\n".join(lines)
+
+
+def write_csv(table: Table, path: Path) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*table.row_keys, *table.markets, AVERAGE])
+        for row in table.rows():
+            values = [table.value(row, m) for m in table.markets] + [table.average(row)]
+            writer.writerow([*row, *("" if v is None else f"{v:.6f}" for v in values)])
+
+
+def plot_table(table: Table, path: Path, scale: float = 100.0) -> None:
+    """Grouped bar chart: one group per market (+ weighted average), one bar per row; missing bars are absent."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = [*table.markets, AVERAGE]
+    rows = table.rows()
+    width = 0.8 / max(1, len(rows))
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(columns) * max(1, len(rows)) * 0.5), 4))
+    for k, row in enumerate(rows):
+        xs, ys = [], []
+        for c, column in enumerate(columns):
+            value = table.average(row) if column == AVERAGE else table.value(row, column)
+            if value is not None:
+                xs.append(c + k * width)
+                ys.append(value * scale)
+        ax.bar(xs, ys, width=width, label=" / ".join(str(x) for x in row))
+    ax.set_xticks([c + width * (len(rows) - 1) / 2 for c in range(len(columns))], columns)
+    ax.set_ylabel(table.metric + (" (%)" if scale == 100 else ""))
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

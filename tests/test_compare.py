@@ -1,0 +1,33 @@
+"""Comparison tables: weighted averages by test size, missing cells shown as missing."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mtic.eval.compare import build_table, find_results, plot_table, to_markdown, write_csv
+
+
+def _result(root: Path, name: str, market: str, target: str, acc: float, n: int) -> None:
+    run = root / name
+    run.mkdir(parents=True)
+    record = {"experiment": "st", "market": market, "method": "symbol_tuning", "target": target, "test_size": n,
+              "metrics": {"test/acc": acc}}
+    (run / "results.json").write_text(json.dumps(record), encoding="utf-8")
+
+
+def test_weighted_average_and_missing_cells(tmp_path: Path) -> None:
+    _result(tmp_path, "a", "sg", "compressed", 0.80, 100)
+    _result(tmp_path, "b", "id", "compressed", 0.50, 300)
+    _result(tmp_path, "c", "sg", "original", 0.70, 100)
+    table = build_table(find_results([tmp_path]))
+    assert table.row_keys == ("target",)
+    assert table.markets == ["id", "sg"]
+    assert abs(table.average(("compressed",)) - (0.8 * 100 + 0.5 * 300) / 400) < 1e-9
+    assert table.value(("original",), "id") is None
+    markdown = to_markdown(table)
+    assert "| original | – | 70.00 | 70.00 |" in markdown
+    assert "| compressed | 50.00 | 80.00 | 57.50 |" in markdown
+    write_csv(table, tmp_path / "t.csv")
+    assert (tmp_path / "t.csv").read_text().splitlines()[2].startswith("original,,0.700000")
+    plot_table(table, tmp_path / "t.png")
+    assert (tmp_path / "t.png").stat().st_size > 1000
