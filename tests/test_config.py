@@ -34,6 +34,22 @@ def test_experiment_composes_and_validates(name: str) -> None:
         assert "_target_" in cfg[group], f"{name}: {group} is not instantiable"
 
 
+SWEEPS = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+def test_sweep_configs_compose(sweep: str) -> None:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["+experiment=st_sg", f"+sweep={sweep}"], return_hydra_config=True)
+    assert cfg.hydra.sweeper.params, f"sweep {sweep} sets no parameters"
+
+
+def test_joblib_launcher_composes() -> None:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["+experiment=st_sg", "+launcher=joblib"], return_hydra_config=True)
+    assert "JoblibLauncher" in cfg.hydra.launcher._target_
+
+
 def test_experiment_is_not_in_defaults() -> None:
     assert _compose().experiment == "default"
 
