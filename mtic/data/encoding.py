@@ -79,4 +79,19 @@ class PadCollator:
         return out
 
 
+@dataclass
+class LanguageModelEncoder:
+    """Plain language-modelling input: every token of the text is a target (domain-adaptive pre-training)."""
+
+    tokenizer: Any
+    max_length: int = 256
+
+    def __call__(self, example: ViewExample) -> dict[str, Any]:
+        ids = self.tokenizer(example.text, truncation=True, max_length=self.max_length)["input_ids"]
+        eos = self.tokenizer.eos_token_id
+        if eos is not None and len(ids) < self.max_length:
+            ids = ids + [eos]
+        return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": list(ids), "session_id": example.session_id}
+
+
 Encoder = Callable[[ViewExample], dict[str, Any]]

@@ -93,3 +93,13 @@ class SelectedConcatView:
         choice = self.selector(history, last) if history else None
         text = last if choice is None else f"{history[choice]}{self.separator}{last}"
         return ViewExample(session_id=session.id, target=session.target, text=text)
+
+
+@dataclass(frozen=True)
+class TranscriptView:
+    """The queries of a session as plain text, one per line (domain-adaptive pre-training)."""
+
+    separator: str = "\n"
+
+    def __call__(self, session: Session) -> ViewExample:
+        return ViewExample(session_id=session.id, target=None, text=self.separator.join(session.queries))

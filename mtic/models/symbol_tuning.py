@@ -1,33 +1,24 @@
 """Symbol Tuning: LoRA fine-tuning of a causal LM to answer "The intent title is {label}" for every turn."""
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Sequence
 
-import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
-from peft import LoraConfig, get_peft_model
 
 from mtic.config_schema import DECODES, HISTORIES
 from mtic.data.chat import ChatEncoder, ChatFormat
-from mtic.data.encoding import IGNORE_INDEX
 from mtic.data.taxonomy import Taxonomy
 from mtic.eval.metrics import IntentMetrics
 from mtic.labels.matching import OutputMatcher
 from mtic.labels.targets import LabelSet
-from mtic.models.backbones import load_causal_lm
+from mtic.models.causal_lm import LoraCausalLM
 from mtic.models.label_scoring import label_probabilities, score_continuations
 
-DEFAULT_LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
 
-
-class SymbolTuningLM(pl.LightningModule):
+class SymbolTuningLM(LoraCausalLM):
     """A causal LM + LoRA trained on vicuna-style transcripts whose answers are (compressed) intent labels.
 
-    Loss is computed only where it counts: the LM head runs on the answer positions alone, so the vocabulary
-    projection (the main cost for 262k-token vocabularies) never sees the prompt tokens.
-    At test time every session is rolled out turn by turn; the generated label is mapped back to an intent
+    Only answer tokens carry loss (see `ChatEncoder`). At test time every session is rolled out turn by turn; the generated label is mapped back to an intent
     (exact, then gestalt, then embedding similarity) and the unmatched share is reported.
     """
 
@@ -51,7 +42,7 @@ class SymbolTuningLM(pl.LightningModule):
         matcher: dict | None = None,
         embed: Callable[[list[str]], Any] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(backbone, cache_dir, dtype, lora, lr, weight_decay, warmup_ratio)
         if decode not in DECODES:
             raise ValueError(f"decode must be one of {DECODES}, got {decode!r}")
         if history not in HISTORIES:
@@ -59,18 +50,6 @@ class SymbolTuningLM(pl.LightningModule):
         self.save_hyperparameters(ignore=["taxonomy", "labels", "embed"])
         self.taxonomy = taxonomy
         self.labels = labels
-        base, self.tokenizer = load_causal_lm(backbone, cache_dir=cache_dir, dtype=getattr(torch, dtype))
-        lora_cfg = {**DEFAULT_LORA, **(lora or {})}
-        self.model = get_peft_model(
-            base,
-            LoraConfig(
-                r=lora_cfg["r"],
-                lora_alpha=lora_cfg["alpha"],
-                lora_dropout=lora_cfg["dropout"],
-                target_modules=list(lora_cfg["target_modules"]),
-                task_type="CAUSAL_LM",
-            ),
-        )
         self.encoder = ChatEncoder(
             self.tokenizer, labels.label_of, ChatFormat(**(chat_format or {})), loss_on=loss_on, max_length=max_length
         )
@@ -80,37 +59,9 @@ class SymbolTuningLM(pl.LightningModule):
         self.label_answers = [self.encoder.answer_ids(label_texts[i]) for i in self.label_intents]
         self.metrics = IntentMetrics(taxonomy)
 
-    # -- data ----------------------------------------------------------------------------------------
-    @property
-    def pad_token_id(self) -> int:
-        pad = self.tokenizer.pad_token_id
-        return pad if pad is not None else self.tokenizer.eos_token_id
-
     def build_encoder(self) -> ChatEncoder:
         """The encoder the datamodule uses to turn chat examples into ids + loss mask."""
         return self.encoder
-
-    # -- training ------------------------------------------------------------------------------------
-    def answer_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Mean token cross-entropy over answer tokens, projecting only those hidden states to the vocabulary."""
-        base = self.model.get_base_model()
-        hidden = base.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        targets = batch["labels"][:, 1:]
-        keep = targets != IGNORE_INDEX
-        logits = base.get_output_embeddings()(hidden[:, :-1][keep])
-        softcap = getattr(base.config, "final_logit_softcapping", None)
-        if softcap:
-            logits = torch.tanh(logits / softcap) * softcap
-        return F.cross_entropy(logits.float(), targets[keep])
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss = self.answer_loss(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
-        return loss
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        loss = self.answer_loss(batch)
-        self.log("val/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
 
     # -- inference -----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -190,27 +141,3 @@ class SymbolTuningLM(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         for name, value in self.metrics.compute("test").items():
             self.log(name, value)
-
-    # -- optimisation & checkpoints ----------------------------------------------------------------------
-    def configure_optimizers(self) -> dict[str, Any]:
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = max(1, int(total * self.hparams.warmup_ratio))
-
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep only the trainable (LoRA) weights: checkpoints stay megabytes, not the whole base model."""
-        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
-
-    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:
-        """LoRA-only checkpoints load on top of the freshly loaded base model."""
-        return super().load_state_dict(state_dict, strict=False, assign=assign)

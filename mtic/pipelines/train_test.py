@@ -62,7 +62,7 @@ def run(cfg: DictConfig, fit: bool = True, test: bool = True) -> dict[str, float
     path = write_results(run_dir, cfg, metrics, test_size, started)
     log.info("results: %s -> %s", json.dumps(metrics), path)
     print(_summary(cfg, metrics, test_size, path))
-    _finish_loggers(trainer)
+    finish_loggers(trainer)
     return metrics
 
 
@@ -84,7 +84,7 @@ def _summary(cfg: DictConfig, metrics: dict[str, float], test_size: int, path: P
     return f"[mtic] {cfg.experiment} market={cfg.market.name} n_test={test_size}: {shown or 'no test metrics'}\n[mtic] results: {path}"
 
 
-def _finish_loggers(trainer: pl.Trainer) -> None:
+def finish_loggers(trainer: pl.Trainer) -> None:
     """Close W&B runs so that every job of a multirun logs as its own run."""
     for logger in trainer.loggers:
         experiment = getattr(logger, "_experiment", None)

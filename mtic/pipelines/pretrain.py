@@ -1,0 +1,34 @@
+"""`pipeline=pretrain`: continued pre-training on the bundle's chat logs, then the LoRA merged into the base."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+
+from mtic.eval.results import write_results
+from mtic.pipelines.train_test import build_components, build_trainer, finish_loggers
+
+log = logging.getLogger("mtic")
+MERGED_DIR = "merged"
+
+
+def run(cfg: DictConfig, merged_dir: str | None = None) -> dict[str, float]:
+    """Train with the LM objective, save the merged model, report the validation loss.
+
+    Symbol-tune from the result with `backbone.name=<run dir>/merged`.
+    """
+    started = time.time()
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule, model = build_components(cfg)
+    trainer = build_trainer(cfg)
+    trainer.fit(model, datamodule=datamodule)
+    out = Path(merged_dir or Path(cfg.paths.run_dir) / MERGED_DIR)
+    model.save_merged(out)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    write_results(cfg.paths.run_dir, cfg, metrics, test_size=0, started_at=started, extra={"merged_model": str(out)})
+    print(f"[mtic] merged domain-adapted model: {out}\n[mtic] symbol-tune from it: backbone.name={out}")
+    finish_loggers(trainer)
+    return metrics
