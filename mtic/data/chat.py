@@ -48,9 +48,12 @@ class ChatEncoder:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def _start(self) -> list[int]:
+        """The tokenizer's own start of text: BOS when its normal encoding begins with it (Gemma, Llama)."""
         bos = self.tokenizer.bos_token_id
-        add_bos = getattr(self.tokenizer, "add_bos_token", bos is not None)
-        return [bos] if bos is not None and add_bos else []
+        if bos is None:
+            return []
+        probe = self.tokenizer("a")["input_ids"]
+        return [bos] if probe[:1] == [bos] and self._ids("a")[:1] != [bos] else []
 
     def question(self, query: str, first: bool) -> str:
         """Prompt text of one user turn up to and including the answer prefix."""

@@ -1,0 +1,53 @@
+"""The symbol-tuning loss mask on the real SmolLM2 (BPE) and Gemma 3 (SentencePiece) tokenizers."""
+from __future__ import annotations
+
+import pytest
+
+from mtic.data.chat import ChatEncoder
+from mtic.data.encoding import IGNORE_INDEX
+from mtic.data.views import ViewExample
+
+LABELS = {"cancel": "Cancel Order", "refund": "Refund Status"}
+EXAMPLE = ViewExample("s1", "refund", turns=(("cancel my order", "cancel"), ("and the money?", "refund")))
+EXPECTED = {
+    "smollm2-135m": (["ĠC", "ancel", "ĠOrder", "<|im_end|>", "ĠRef", "und", "ĠStatus", "<|im_end|>"], None),
+    "gemma3-270m": (["▁Cancel", "▁Order", "<eos>", "▁Refund", "▁Status", "<eos>"], "<bos>"),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(EXPECTED))
+def tokenizer(request):
+    transformers = pytest.importorskip("transformers")
+    from mtic.models.backbones import resolve_model
+
+    try:
+        path = resolve_model(request.param)
+    except Exception as err:  # the weight package is missing on this machine
+        pytest.skip(f"{request.param} unavailable: {err}")
+    return request.param, transformers.AutoTokenizer.from_pretrained(path)
+
+
+@pytest.mark.slow
+def test_exact_masked_tokens(tokenizer) -> None:
+    name, tok = tokenizer
+    expected_trained, expected_first = EXPECTED[name]
+    row = ChatEncoder(tok, label_of=LABELS.__getitem__)(EXAMPLE)
+    tokens = tok.convert_ids_to_tokens(row["input_ids"])
+    trained = [t for t, label in zip(tokens, row["labels"]) if label != IGNORE_INDEX]
+    assert trained == expected_trained
+    assert (tokens[0] == expected_first) if expected_first else tokens[0] != "<bos>"
+    # every masked token is prompt text; the transcript re-tokenises to the same ids (no boundary artefacts)
+    text = tok.decode(row["input_ids"])
+    assert text.endswith("ASSISTANT: The intent title is Refund Status" + tok.eos_token)
+    assert tok(text, add_special_tokens=False)["input_ids"] == row["input_ids"]
+
+
+@pytest.mark.slow
+def test_last_only_and_prompt(tokenizer) -> None:
+    name, tok = tokenizer
+    encoder = ChatEncoder(tok, label_of=LABELS.__getitem__, loss_on="last")
+    row = encoder(EXAMPLE)
+    trained = [t for t, label in zip(tok.convert_ids_to_tokens(row["input_ids"]), row["labels"]) if label != IGNORE_INDEX]
+    assert trained == EXPECTED[name][0][len(EXPECTED[name][0]) // 2 :]
+    prompt = encoder.prompt_ids(["cancel my order", "and the money?"], ["Cancel Order"])
+    assert row["input_ids"][: len(prompt)] == prompt  # the inference prompt is a prefix of the training text
