@@ -1,0 +1,1 @@
+"""Models: backbones registry, symbol tuning, hierarchical classifiers."""
