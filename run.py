@@ -1,7 +1,6 @@
 """mtic entry point: `python run.py +experiment=st_sg` (see README). Hydra composes conf/, mtic runs it."""
 from __future__ import annotations
 
-
 import hydra
 from omegaconf import DictConfig
 

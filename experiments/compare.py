@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtic.eval.compare import DEFAULT_ROW_KEYS, build_table, find_results, plot_table, to_markdown, write_csv  # noqa: E402
+from mtic.eval.compare import DEFAULT_ROW_KEYS, build_table, find_results, plot_table, to_markdown, write_csv
 
 
 def main(argv: list[str] | None = None) -> int:

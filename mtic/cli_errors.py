@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 from mtic.config_schema import ConfigError
 from mtic.data.errors import BundleError

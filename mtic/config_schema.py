@@ -1,8 +1,9 @@
 """Validation of the composed Hydra config: wrong values and missing keys get one clear message."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 

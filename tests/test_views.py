@@ -102,7 +102,6 @@ def test_chat_encoder_masks_only_answers(sessions) -> None:
 
 
 def _module(bundle: Path, **kw) -> MTICDataModule:
-    from mtic.data.taxonomy import Taxonomy
 
     dm = MTICDataModule(bundle, view=LastQueryView(), batch_size=4, eval_batch_size=2, **kw)
     tok = WordTokenizer()

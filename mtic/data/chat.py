@@ -1,8 +1,9 @@
 """The vicuna-style chat transcript for symbol tuning, tokenised segment by segment with its loss mask."""
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from mtic.data.encoding import IGNORE_INDEX
 from mtic.data.views import ViewExample

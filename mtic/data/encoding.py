@@ -1,8 +1,9 @@
 """Encoders turn view examples into token ids; `PadCollator` pads a batch dynamically."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

@@ -63,11 +63,11 @@ class Session:
     def queries(self) -> list[str]:
         return [t.text for t in self.turns]
 
-    def prefix(self, n_turns: int) -> "Session":
+    def prefix(self, n_turns: int) -> Session:
         """The session cut after its first `n_turns` turns (keeps the id with a `#n` suffix)."""
         return Session(id=f"{self.id}#{n_turns}", turns=self.turns[:n_turns])
 
-    def unlabeled(self) -> "Session":
+    def unlabeled(self) -> Session:
         """The same session with every label removed."""
         return Session(id=self.id, turns=tuple(Turn(t.text) for t in self.turns))
 

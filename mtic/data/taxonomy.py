@@ -34,7 +34,7 @@ class Taxonomy:
             self.parents.append(parent_ids)
 
     @classmethod
-    def from_intents(cls, intents: list[Intent]) -> "Taxonomy":
+    def from_intents(cls, intents: list[Intent]) -> Taxonomy:
         if not intents:
             raise ValueError("a taxonomy needs at least one intent")
         return cls(intents=list(intents))

@@ -1,8 +1,9 @@
 """Views turn a session into model input: a chat transcript for the LM, one text for an encoder."""
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 from mtic.data.schema import Session
 

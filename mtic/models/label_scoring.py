@@ -1,7 +1,8 @@
 """Exact decoding over a closed label set: rank every label by its length-normalised log-likelihood."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 

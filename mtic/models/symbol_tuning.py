@@ -1,7 +1,8 @@
 """Symbol Tuning: LoRA fine-tuning of a causal LM to answer "The intent title is {label}" for every turn."""
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
