@@ -1,26 +1,21 @@
 """The label hierarchy of a bundle: levels, per-level class ids, parents, titles and labels."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from mtic.data.schema import Intent
 
 
-@dataclass
 class Taxonomy:
     """Intents organised as a tree of `depth` levels; the last level holds one class per intent.
 
     `levels[l]` lists the class names of level l (sorted, so ids are stable); `parents[l][c]` is the id of
-    the level l-1 parent of class c of level l (`parents[0]` is all -1).
+    the level l-1 parent of class c of level l (`parents[0]` is all -1). A plain class, not a dataclass, so that
+    Hydra's `instantiate` passes it through untouched instead of turning it into a config node.
     """
 
-    intents: list[Intent]
-    levels: list[list[str]] = field(init=False)
-    parents: list[list[int]] = field(init=False)
-    _index: dict[str, int] = field(init=False, repr=False)
-    _level_index: list[dict[str, int]] = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
+    def __init__(self, intents: list[Intent]) -> None:
+        if not intents:
+            raise ValueError("a taxonomy needs at least one intent")
+        self.intents = list(intents)
         depth = len(self.intents[0].path)
         self.levels = [sorted({i.path[level] for i in self.intents}) for level in range(depth)]
         self._level_index = [{name: k for k, name in enumerate(names)} for names in self.levels]
@@ -35,9 +30,10 @@ class Taxonomy:
 
     @classmethod
     def from_intents(cls, intents: list[Intent]) -> Taxonomy:
-        if not intents:
-            raise ValueError("a taxonomy needs at least one intent")
-        return cls(intents=list(intents))
+        return cls(list(intents))
+
+    def __repr__(self) -> str:
+        return f"Taxonomy({len(self.intents)} intents, levels {self.num_classes})"
 
     @property
     def depth(self) -> int:
