@@ -7,7 +7,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-TARGETS = ("original", "compressed", "symbolic", "summary")
+from mtic.labels.targets import TARGET_KINDS
+
 DECODES = ("greedy", "score")
 HISTORIES = ("rollout", "gold", "none")
 LOSS_ON = ("all", "last")
@@ -35,7 +36,7 @@ RULES: tuple[Rule, ...] = (
     Rule("paths.cache_dir", kind=str),
     Rule("backbone.name", kind=str),
     Rule("backbone.kind", choices=BACKBONE_KINDS),
-    Rule("labels.target", choices=TARGETS, required=False),
+    Rule("labels.target", choices=TARGET_KINDS, required=False),
     Rule("labels.cross_lingual", kind=bool, required=False),
     Rule("model.decode", choices=DECODES, required=False),
     Rule("model.history", choices=HISTORIES, required=False),

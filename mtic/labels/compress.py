@@ -1,0 +1,306 @@
+"""Label compression (the paper's Symbol Tuning labels): pick a short label L' for every verbose title L.
+
+For each intent the chosen label minimises
+
+    loss(L') = alpha * C(L') / C(L)  +  (1 - cos(emb(L'), emb(L)))
+
+where C counts tokens (`count_tokens`) and emb is the caller's sentence embedder (`embed`, L2-normalised rows).
+Dividing C(L') by C(L), the token count of the title itself, puts the length term on the same 0..1 scale as the
+semantic term: `alpha` is the price of keeping the whole title relative to losing all of its meaning. The
+default alpha = 1 gives about 2 words per label on the demo knowledge base with MiniLM embeddings (the paper's
+"about 2 words"); lower it for longer, more faithful labels.
+Candidates are extractive (ordered subsets of 1..`max_words` content words of the title, filler and stop words
+removed; contiguous character spans for scripts written without spaces) plus, optionally, an LLM's proposals.
+Labels are made unique across the set (see `resolve_collisions`). Results go to a reviewable JSONL file
+(`save_compression` / `load_compression`) whose hand edits are respected.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mtic.data.errors import BundleError
+from mtic.data.taxonomy import Taxonomy
+from mtic.labels.candidates import (
+    FILLER_PREFIXES,
+    STOPWORDS,
+    CountTokens,
+    HashedEmbedder,
+    clean_llm_candidate,
+    extractive_candidates,
+    word_count,
+)
+from mtic.labels.text import clean_text, normalize_text
+
+__all__ = [
+    "DEFAULT_ALPHA", "CompressionChoice", "CompressionFileError", "HashedEmbedder", "compress_labels",
+    "extractive_candidates", "load_compression", "resolve_collisions", "save_compression", "word_count",
+]
+
+Embed = Callable[[list[str]], np.ndarray]
+LLMPropose = Callable[[str], list[str]]
+
+DEFAULT_ALPHA = 1.0
+DEFAULT_LLM_PROMPT = (
+    "Compress this customer-service intent title to about 2 words, keeping its key words.\n"
+    "Title: {title}\nShort title:"
+)
+EXTRACTIVE, LLM = "extractive", "llm"
+
+
+@dataclass(frozen=True)
+class CompressionChoice:
+    """The label chosen for one intent.
+
+    `cost` is the minimised objective alpha*C(L')/C(L) + (1 - cos) (lower is better), `similarity` the cosine
+    between label and title, `tokens` = C(L'), `title` the text that was compressed, `source` extractive | llm.
+    """
+
+    label: str
+    cost: float
+    similarity: float
+    candidates_considered: int
+    tokens: int = 0
+    title: str = ""
+    source: str = EXTRACTIVE
+
+
+class CompressionFileError(BundleError):
+    """A compression file is malformed; the message names the file and the 1-based line."""
+
+
+def embed_all(texts: Sequence[str], embed: Embed, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Embed unique texts in batches; rows are re-normalised so a sloppy embedder still gives cosines."""
+    unique = list(dict.fromkeys(texts))
+    table: dict[str, np.ndarray] = {}
+    for start in range(0, len(unique), batch_size):
+        batch = unique[start : start + batch_size]
+        rows = np.asarray(embed(list(batch)), dtype=np.float64)
+        if rows.ndim != 2 or rows.shape[0] != len(batch):
+            raise ValueError(f"embed returned shape {rows.shape} for {len(batch)} texts; expected (n, dim)")
+        norms = np.linalg.norm(rows, axis=1, keepdims=True)
+        rows = (rows / np.where(norms == 0, 1.0, norms)).astype(np.float32)
+        table.update(zip(batch, rows))
+    return table
+
+
+# -- selection ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Candidate:
+    """A scored candidate label of one intent (lower cost is better)."""
+
+    label: str
+    cost: float
+    similarity: float
+    tokens: int
+    source: str
+
+
+def resolve_collisions(
+    ranked: Mapping[str, Sequence[Candidate]], order: Sequence[str], reserved: Iterable[str] = ()
+) -> dict[str, int]:
+    """Index of the chosen option per intent so that no two labels (normalised) are equal.
+
+    Every intent starts at its best option. While a label is shared, the intent of the group whose cost
+    increases least by moving to its next option not taken by anyone else moves (ties: the later intent in
+    `order` moves, so the first keeps its best label).
+    Each move advances one pointer, so the loop ends; a group in which nobody can move raises ValueError.
+    """
+    taken_fixed = {normalize_text(r) for r in reserved}
+    rank = {i: k for k, i in enumerate(order)}
+    pick: dict[str, int] = {}
+    for i in order:
+        free = [j for j, c in enumerate(ranked[i]) if normalize_text(c.label) not in taken_fixed]
+        if not free:
+            raise ValueError(f"intent {i}: every candidate label is already taken by a reserved label")
+        pick[i] = free[0]
+
+    def key(i: str) -> str:
+        return normalize_text(ranked[i][pick[i]].label)
+
+    while True:
+        groups: dict[str, list[str]] = {}
+        for i in order:
+            groups.setdefault(key(i), []).append(i)
+        clashes = [g for g in groups.values() if len(g) > 1]
+        if not clashes:
+            return pick
+        group = clashes[0]
+        used = {key(i) for i in order} | taken_fixed
+        moves = []
+        for i in group:
+            current = ranked[i][pick[i]].cost
+            for j in range(pick[i] + 1, len(ranked[i])):
+                if normalize_text(ranked[i][j].label) not in used:
+                    moves.append((round(ranked[i][j].cost - current, 12), -rank[i], i, j))
+                    break
+        if not moves:
+            raise ValueError(
+                f"intents {', '.join(group)} all compress to {ranked[group[0]][pick[group[0]]].label!r} and have no "
+                "other candidate left; raise max_words, give llm candidates or curate their labels"
+            )
+        _, _, mover, j = min(moves)
+        pick[mover] = j
+
+
+def _rank(
+    proposals: Sequence[tuple[str, str]],
+    vectors: Mapping[str, np.ndarray],
+    title: str,
+    count_tokens: CountTokens,
+    alpha: float,
+) -> list[Candidate]:
+    """Candidates of one title scored alpha*C(L')/C(L) + 1 - cos and sorted best first (ties: fewer tokens)."""
+    title_vec = vectors[title]
+    title_tokens = max(count_tokens(title), 1)
+    options = []
+    for cand, source in proposals:
+        tokens = count_tokens(cand)
+        similarity = float(np.clip(vectors[cand] @ title_vec, -1.0, 1.0))
+        options.append(Candidate(cand, alpha * tokens / title_tokens + (1.0 - similarity), similarity, tokens, source))
+    return sorted(options, key=lambda o: (round(o.cost, 12), o.tokens, o.label))
+
+
+def compress_labels(
+    taxonomy: Taxonomy,
+    embed: Embed,
+    count_tokens: CountTokens,
+    llm: LLMPropose | None = None,
+    english: bool = False,
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    max_words: int = 4,
+    max_content_words: int = 12,
+    ids: Sequence[str] | None = None,
+    reserved: Iterable[str] = (),
+    fillers: Iterable[str] = FILLER_PREFIXES,
+    stopwords: Iterable[str] = STOPWORDS,
+    llm_prompt: str = DEFAULT_LLM_PROMPT,
+    batch_size: int = 256,
+) -> dict[str, CompressionChoice]:
+    """Compressed label of every intent (or of `ids`), unique across the set and distinct from `reserved`.
+
+    `english=True` compresses `title_en` where available (cross-lingual labels). `llm(prompt)` may propose
+    extra candidates; the prompt is `llm_prompt` formatted with the title. See the module docstring.
+    """
+    if alpha < 0:
+        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    order = list(taxonomy.ids if ids is None else ids)
+    unknown = [i for i in order if i not in taxonomy]
+    if unknown:
+        raise ValueError(f"ids not in the taxonomy: {unknown[:5]}")
+    reserved_keys = {normalize_text(r) for r in reserved}
+    titles = {i: taxonomy.title(i, english=english) for i in order}
+    proposals: dict[str, list[tuple[str, str]]] = {}
+    for i in order:
+        title = titles[i]
+        found = [(c, EXTRACTIVE) for c in extractive_candidates(title, max_words, max_content_words, fillers, stopwords)]
+        if llm is not None:
+            title_tokens = max(count_tokens(title), 1)
+            proposed = llm(llm_prompt.format(title=title)) or []
+            for raw in [proposed] if isinstance(proposed, str) else proposed:
+                cand = clean_llm_candidate(raw, title_tokens, count_tokens)
+                if cand is not None:
+                    found.append((cand, LLM))
+        seen: dict[str, tuple[str, str]] = {}
+        for cand, source in found:
+            k = normalize_text(cand)
+            if k and k not in reserved_keys and k not in seen:
+                seen[k] = (cand, source)
+        proposals[i] = list(seen.values())
+    ranked: dict[str, list[Candidate]] = {}
+    chunk: list[str] = []
+    size = 0
+    for k, i in enumerate(order):  # embed intents chunk by chunk: memory stays bounded on big taxonomies
+        if not proposals[i]:
+            raise ValueError(f"intent {i}: no candidate label left for title {titles[i]!r} (all reserved?)")
+        chunk.append(i)
+        size += len(proposals[i]) + 1
+        if k == len(order) - 1 or size >= batch_size:
+            texts = [titles[j] for j in chunk] + [c for j in chunk for c, _ in proposals[j]]
+            vectors = embed_all(texts, embed, batch_size)
+            for j in chunk:
+                ranked[j] = _rank(proposals[j], vectors, titles[j], count_tokens, alpha)
+            chunk, size = [], 0
+    pick = resolve_collisions(ranked, order, reserved)
+    out = {}
+    for i in order:
+        o = ranked[i][pick[i]]
+        out[i] = CompressionChoice(o.label, o.cost, o.similarity, len(ranked[i]), o.tokens, titles[i], o.source)
+    return out
+
+
+# -- the reviewable file -----------------------------------------------------------------------------------------
+FILE_HEADER = (
+    "# mtic label compression: one intent per line. Edit \"label\" to override the chosen label; the other fields"
+    " are informational (score = alpha*C/C(title) + 1 - cosine, lower is better). Lines starting with # are ignored."
+)
+
+
+def save_compression(path: str | Path, choices: Mapping[str, CompressionChoice]) -> Path:
+    """Write one JSON object per intent (id, title, label, score, similarity, tokens, source), UTF-8."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [FILE_HEADER]
+    for intent_id, c in choices.items():
+        row = {"id": intent_id, "title": c.title, "label": c.label, "score": round(c.cost, 4),
+               "similarity": round(c.similarity, 4), "tokens": c.tokens, "source": c.source}
+        lines.append(json.dumps(row, ensure_ascii=False))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def load_compression(path: str | Path, taxonomy: Taxonomy | None = None) -> dict[str, str]:
+    """Labels of a (possibly hand-edited) compression file: {intent id: label}.
+
+    Checks each line is a JSON object with a string `id` and a non-empty string `label`, ids are known to
+    `taxonomy` (when given) and appear once, and labels are unique (case/space-insensitive). Errors are
+    `CompressionFileError`s naming the file and line.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise CompressionFileError(path, f"not valid UTF-8 ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise CompressionFileError(path, f"cannot read the file: {err.strerror or err}") from None
+    labels: dict[str, str] = {}
+    id_line: dict[str, int] = {}
+    label_line: dict[str, tuple[int, str]] = {}
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise CompressionFileError(path, f"not valid JSON: {err.msg} (column {err.colno})", n) from None
+        if not isinstance(row, dict):
+            raise CompressionFileError(path, "each line must be a JSON object", n)
+        intent_id, label = row.get("id"), row.get("label")
+        if not isinstance(intent_id, str) or not intent_id:
+            raise CompressionFileError(path, "missing or non-string 'id'", n)
+        if not isinstance(label, str) or not clean_text(label):
+            raise CompressionFileError(path, f"intent {intent_id}: missing or empty 'label'", n)
+        if taxonomy is not None and intent_id not in taxonomy:
+            raise CompressionFileError(path, f"unknown intent id {intent_id!r} (not in the taxonomy)", n)
+        if intent_id in id_line:
+            raise CompressionFileError(path, f"intent {intent_id} is listed again (first on line {id_line[intent_id]})", n)
+        label = label.strip()
+        k = normalize_text(label)
+        if k in label_line:
+            other_line, other_id = label_line[k]
+            raise CompressionFileError(
+                path, f"duplicate label {label!r}: intent {intent_id} and intent {other_id} (line {other_line})", n
+            )
+        id_line[intent_id], label_line[k] = n, (n, intent_id)
+        labels[intent_id] = label
+    return labels
+
+
+def choices_as_rows(choices: Mapping[str, CompressionChoice]) -> list[dict]:
+    """Plain dicts of the choices (for reports / dataframes)."""
+    return [{"id": i, **asdict(c)} for i, c in choices.items()]
