@@ -15,10 +15,7 @@ LOSS_ON = ("all", "last")
 class ChatFormat:
     """Text of the transcript: `{system} USER: {q} ASSISTANT: {answer_prefix} {label}</s>USER: ...`."""
 
-    system_prompt: str = (
-        "A chat between a customer and a customer-service assistant. "
-        "For every customer query, the assistant names the intent title of the query."
-    )
+    system_prompt: str = "A customer chats with a shop assistant, who names the intent title of every query."
     user_tag: str = "USER:"
     assistant_tag: str = "ASSISTANT:"
     answer_prefix: str = "The intent title is"

@@ -12,11 +12,16 @@ DEFAULT_LORA: dict[str, Any] = {
     "alpha": 32,
     "dropout": 0.05,
     "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "top_layers": None,
 }
 
 
 def wrap_lora(model: torch.nn.Module, lora: dict[str, Any] | None = None) -> PeftModel:
-    """The causal LM with LoRA adapters on the configured modules; only the adapters train."""
+    """The causal LM with LoRA adapters on the configured modules; only the adapters train.
+
+    `top_layers: k` puts adapters on the last k decoder layers only: backpropagation then stops at the lowest
+    adapted layer, which cuts the backward pass roughly by the share of layers left out (a CPU-budget knob).
+    """
     cfg = {**DEFAULT_LORA, **(lora or {})}
     unknown = set(cfg) - set(DEFAULT_LORA)
     if unknown:
@@ -27,8 +32,18 @@ def wrap_lora(model: torch.nn.Module, lora: dict[str, Any] | None = None) -> Pef
         lora_dropout=float(cfg["dropout"]),
         target_modules=list(cfg["target_modules"]),
         task_type="CAUSAL_LM",
+        layers_to_transform=_top_layers(model, cfg["top_layers"]),
     )
     return get_peft_model(model, config)
+
+
+def _top_layers(model: torch.nn.Module, top: int | None) -> list[int] | None:
+    if top is None:
+        return None
+    total = int(model.config.num_hidden_layers)
+    if not 1 <= int(top) <= total:
+        raise ValueError(f"lora.top_layers must be between 1 and {total} for this model, got {top}")
+    return list(range(total - int(top), total))
 
 
 def save_merged(peft_model: PeftModel, tokenizer: Any, out_dir: str | Path) -> Path:
