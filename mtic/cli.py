@@ -34,6 +34,49 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compress(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from mtic.data.bundle import read_bundle
+    from mtic.data.taxonomy import Taxonomy
+    from mtic.labels.compress import compress_labels, save_compression
+    from mtic.models.backbones import load_sentence_embedder
+
+    taxonomy = Taxonomy.from_intents(read_bundle(args.bundle).intents)
+    embedder = load_sentence_embedder(args.embedder)
+    tokenizer, llm = None, None
+    if args.llm:
+        from mtic.models.proposer import LocalProposer
+
+        proposer = LocalProposer(args.llm)
+        bar = tqdm(total=len(taxonomy), desc=f"LLM candidates ({args.llm})", unit="title")
+
+        def llm(prompt: str) -> list[str]:
+            bar.update(1)
+            return proposer(prompt)
+
+        tokenizer = proposer.tokenizer if args.tokenizer == args.llm else None
+    if args.tokenizer and tokenizer is None:
+        from transformers import AutoTokenizer
+
+        from mtic.models.backbones import resolve_model
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.tokenizer))
+    if tokenizer is not None:
+        def count(text: str) -> int:
+            return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    else:
+        def count(text: str) -> int:
+            return len(text.split())
+
+    choices = compress_labels(taxonomy, embedder, count, llm=llm, english=args.english, alpha=args.alpha)
+    path = save_compression(args.out, choices)
+    for choice in list(choices.values())[: args.show]:
+        print(f"{choice.title[:60]!r:64} -> {choice.label!r} (cos {choice.similarity:.2f}, {choice.tokens} tokens)")
+    print(f"wrote {len(choices)} labels to {path}; review/edit it, then: python run.py ... labels.compression_file={path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtic", description="mtic tools (training runs: python run.py ...)")
     groups = parser.add_subparsers(dest="group", required=True)
@@ -52,6 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
     stats = data.add_parser("stats", help="Table-1 style statistics of bundles")
     stats.add_argument("bundles", nargs="+")
     stats.set_defaults(func=_cmd_stats)
+    labels = groups.add_parser("labels", help="label targets").add_subparsers(dest="command", required=True)
+    compress = labels.add_parser("compress", help="compress verbose titles to ~2-word labels (reviewable file)")
+    compress.add_argument("bundle")
+    compress.add_argument("--out", required=True, help="JSONL file to write (edit it to override labels)")
+    compress.add_argument("--embedder", default="minilm-l6", help="sentence embedder for E(L', L)")
+    compress.add_argument("--tokenizer", default="smollm2-135m", help="LM whose tokens C(L') counts ('' = words)")
+    compress.add_argument("--llm", default=None, help="local LM proposing extra candidates, e.g. smollm2-135m")
+    compress.add_argument("--english", action="store_true", help="compress English titles (cross-lingual labels)")
+    compress.add_argument("--alpha", type=float, default=1.0, help="weight of the length term")
+    compress.add_argument("--show", type=int, default=10, help="print this many choices")
+    compress.set_defaults(func=_cmd_compress)
     return parser
 
 
