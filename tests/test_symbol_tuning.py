@@ -1,0 +1,136 @@
+"""Symbol tuning with the tiny Llama: training reduces the answer loss, decoding paths, checkpoints, run.py."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from mtic.data.datamodule import MTICDataModule
+from mtic.data.views import ChatView
+from mtic.labels.targets import LabelSet
+from mtic.models.symbol_tuning import SymbolTuningLM
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _setup(bundle: Path, **model_kw):
+    dm = MTICDataModule(bundle, view=ChatView(), eval_view=ChatView(history_labels="none"), batch_size=4, group_by_length=False)
+    labels = LabelSet.from_taxonomy(dm.taxonomy, target="compressed")
+    model = SymbolTuningLM("tiny-llama", dm.taxonomy, labels, lr=5e-3, **model_kw)
+    dm.set_encoder(model.build_encoder(), model.pad_token_id)
+    return dm, model
+
+
+def _trainer(tmp_path: Path, epochs: int) -> pl.Trainer:
+    return pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0)
+
+
+def _train_accuracy(model: SymbolTuningLM, rows: list[dict]) -> float:
+    model.eval()
+    out = model.predict_sessions([r["turns"] for r in rows])
+    model.train()
+    return sum(o["intent"] == r["target"] for o, r in zip(out, rows)) / len(rows)
+
+
+def test_training_lowers_answer_loss_and_learns_labels(tiny_bundle: Path) -> None:
+    """The random tiny model cannot reach a low absolute loss (its logits are bounded), so we check the drop
+    and that exact label scoring picks the trained labels far above chance (1/4)."""
+    torch.manual_seed(0)
+    lora = {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"]}
+    dm, model = _setup(tiny_bundle, lora=lora, decode="score", history="gold")
+    dm.setup("fit")
+    rows = [dm.datasets["train"][i] for i in range(len(dm.datasets["train"]))]
+    batch = dm.collator(rows)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n, p in model.named_parameters() if p.requires_grad)
+    optimizer = torch.optim.AdamW(trainable, lr=1e-2)
+    before = float(model.lm_loss(batch))
+    for _ in range(40):
+        loss = model.lm_loss(batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    after = float(model.lm_loss(batch))
+    assert before - after > 0.8, (before, after)
+    assert _train_accuracy(model, rows) >= 0.5  # 7/12 seen with seed 0; chance is 0.25
+
+
+@pytest.mark.parametrize("decode", ["greedy", "score"])
+@pytest.mark.parametrize("history", ["rollout", "gold", "none"])
+def test_decoding_paths_report_every_session(tiny_bundle: Path, tmp_path: Path, decode: str, history: str) -> None:
+    dm, model = _setup(tiny_bundle, decode=decode, history=history, max_new_tokens=4)
+    trainer = _trainer(tmp_path, 1)
+    trainer.test(model, datamodule=dm)
+    outputs = model.test_outputs
+    assert [o["session_id"] for o in outputs] == ["s1", "s2", "s3"]
+    metrics = trainer.callback_metrics
+    assert 0.0 <= float(metrics["test/acc"]) <= 1.0
+    if decode == "score":  # exact argmax over the label set: always a label, with a probability per intent
+        assert float(metrics["test/unmatched"]) == 0.0
+        assert all(o["intent"] in dm.taxonomy for o in outputs)
+        assert all(abs(sum(o["top"].values()) - 1.0) < 1e-4 for o in outputs if len(o["top"]) == len(dm.taxonomy))
+
+
+def test_score_decoding_matches_brute_force(tiny_bundle: Path) -> None:
+    from mtic.models.label_scoring import score_continuations
+
+    _, model = _setup(tiny_bundle)
+    model.eval()
+    prompt = model.encoder.prompt_ids(["where is my parcel", "still nothing"], ["Track Parcel"])
+    fast = score_continuations(model.model, prompt, model.label_answers, model.pad_token_id)
+    for k, answer in enumerate(model.label_answers):
+        ids = torch.tensor([prompt + answer])
+        with torch.no_grad():
+            logp = model.model(input_ids=ids).logits[0].log_softmax(-1)
+        slow = sum(float(logp[len(prompt) - 1 + j, t]) for j, t in enumerate(answer)) / len(answer)
+        assert abs(float(fast[k]) - slow) < 1e-4
+
+
+def test_checkpoint_holds_only_lora_and_reloads(tiny_bundle: Path, tmp_path: Path) -> None:
+    dm, model = _setup(tiny_bundle)
+    trainer = _trainer(tmp_path, 1)
+    trainer.fit(model, datamodule=dm)
+    path = tmp_path / "st.ckpt"
+    trainer.save_checkpoint(path)
+    state = torch.load(path, weights_only=False)["state_dict"]
+    assert state and all("lora_" in k for k in state)
+    _, fresh = _setup(tiny_bundle)
+    fresh.load_state_dict(state)
+    for name, value in state.items():
+        assert torch.equal(fresh.state_dict()[name], value)
+
+
+def test_merge_gives_a_plain_model(tiny_bundle: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    _, model = _setup(tiny_bundle)
+    model.eval()
+    prompt = torch.tensor([model.encoder.prompt_ids(["cancel my order"], [])])
+    with torch.no_grad():
+        expected = model.model(input_ids=prompt).logits
+    out = model.save_merged(tmp_path / "merged")
+    plain = AutoModelForCausalLM.from_pretrained(out)
+    with torch.no_grad():
+        got = plain(input_ids=prompt).logits
+    assert torch.allclose(expected, got, atol=1e-4)
+    assert any(p.name.endswith(".safetensors") for p in out.iterdir())
+
+
+def test_run_py_writes_results(tmp_path: Path) -> None:
+    cmd = [sys.executable, "run.py", "+experiment=st_sg", "backbone=tiny-llama", "trainer.max_epochs=1",
+           "+trainer.limit_train_batches=3", "data.max_eval_examples=6", "logger=csv", f"paths.output_dir={tmp_path}"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = list(tmp_path.rglob("results.json"))
+    assert len(results) == 1
+    record = json.loads(results[0].read_text())
+    assert record["experiment"] == "st_sg" and record["market"] == "sg" and record["test_size"] == 6
+    assert record["target"] == "compressed" and record["backbone"] == "tiny-llama"
+    assert {"test/acc", "test/unmatched", "test/acc_level1"} <= set(record["metrics"])
+    assert len((results[0].parent / "predictions.jsonl").read_text().splitlines()) == 6
