@@ -134,3 +134,18 @@ def test_run_py_writes_results(tmp_path: Path) -> None:
     assert record["target"] == "compressed" and record["backbone"] == "tiny-llama"
     assert {"test/acc", "test/unmatched", "test/acc_level1"} <= set(record["metrics"])
     assert len((results[0].parent / "predictions.jsonl").read_text().splitlines()) == 6
+
+
+def test_summary_target_trains_on_summaries(tiny_bundle: Path) -> None:
+    dm = MTICDataModule(tiny_bundle, view=ChatView(), batch_size=4)
+    labels = LabelSet.from_taxonomy(dm.taxonomy, target="summary")
+    summaries = {t.text: f"topic {k}" for k, t in enumerate(t for s in dm.training_sessions() for t in s.turns)}
+    with pytest.raises(ValueError, match="decode=greedy"):
+        SymbolTuningLM("tiny-llama", dm.taxonomy, labels, decode="score", summaries=summaries)
+    model = SymbolTuningLM("tiny-llama", dm.taxonomy, labels, summaries=summaries)
+    dm.set_encoder(model.build_encoder(), model.pad_token_id)
+    dm.setup("fit")
+    row = dm.datasets["train"][0]
+    trained = model.tokenizer.decode([t for t, l in zip(row["input_ids"], row["labels"]) if l != -100])
+    query = row["turns"][-1][0]
+    assert trained.startswith(f" You are asking about {summaries[query]}. So, the intent title is ")

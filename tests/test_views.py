@@ -142,3 +142,31 @@ def test_length_grouped_sampler_covers_everything() -> None:
     assert len(batches) == len(sampler) == 4
     for b in batches:  # sorted inside each mega-batch
         assert [lengths[i] for i in b] == sorted((lengths[i] for i in b), reverse=True)
+
+
+def test_chat_encoder_summary_answers(sessions) -> None:
+    from mtic.data.chat import ChatFormat
+
+    tok = WordTokenizer()
+    summaries = {"cancel my order": "cancelling an order", "and the money?": "the refund"}
+    encoder = ChatEncoder(
+        tok,
+        label_of=str.upper,
+        fmt=ChatFormat(answer_prefix=""),
+        answer_of=lambda q, i: f"You are asking about {summaries[q]}. So, the intent title is {i.upper()}",
+    )
+    row = encoder(ChatView()(sessions["train"][1]))
+    trained = tok.decode([t for t, l in zip(row["input_ids"], row["labels"]) if l != IGNORE_INDEX])
+    assert trained == (
+        "You are asking about cancelling an order. So, the intent title is CANCEL <2> "
+        "You are asking about the refund. So, the intent title is REFUND <2>"
+    )
+    assert tok.decode(encoder.prompt_ids(["cancel my order"], [])).endswith("USER: cancel my order ASSISTANT:")
+
+
+def test_clean_summary() -> None:
+    from mtic.clara.summaries import clean_summary
+
+    assert clean_summary("The customer is asking about a late parcel.\nmore", "q") == "a late parcel"
+    assert clean_summary("", "fallback text") == "fallback text"
+    assert clean_summary(None, "q") == "q"

@@ -28,6 +28,8 @@ class ChatEncoder:
     Segments are tokenised separately and concatenated, so the mask never depends on character offsets.
     `label_of(intent_id)` gives the target text of an intent (compressed label, symbol, title...).
     `loss_on='all'` trains on every answer of the session, `'last'` only on the final one.
+    `answer_of(query, intent_id)`, when given, replaces `label_of` for whole answers that depend on the query
+    (the summary target: "You are asking about ... So, the intent title is ...").
     """
 
     tokenizer: Any
@@ -35,6 +37,7 @@ class ChatEncoder:
     fmt: ChatFormat = ChatFormat()
     loss_on: str = "all"
     max_length: int = 512
+    answer_of: Callable[[str, str], str] | None = None
 
     def __post_init__(self) -> None:
         if self.loss_on not in LOSS_ON:
@@ -79,7 +82,8 @@ class ChatEncoder:
         return self._ids(f" {answer}") + [self.tokenizer.eos_token_id]
 
     def __call__(self, example: ViewExample) -> dict[str, Any]:
-        turns = [(q, None if intent is None else self.label_of(intent)) for q, intent in example.turns]
+        answer = self.answer_of or (lambda query, intent: self.label_of(intent))
+        turns = [(q, None if intent is None else answer(q, intent)) for q, intent in example.turns]
         input_ids: list[int] = []
         labels: list[int] = []
         for ids, trains in self.segments(turns):

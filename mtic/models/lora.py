@@ -40,10 +40,10 @@ def wrap_lora(model: torch.nn.Module, lora: dict[str, Any] | None = None) -> Pef
 def _top_layers(model: torch.nn.Module, top: int | None) -> list[int] | None:
     if top is None:
         return None
+    if int(top) < 1:
+        raise ValueError(f"lora.top_layers must be >= 1 (or null for every layer), got {top}")
     total = int(model.config.num_hidden_layers)
-    if not 1 <= int(top) <= total:
-        raise ValueError(f"lora.top_layers must be between 1 and {total} for this model, got {top}")
-    return list(range(total - int(top), total))
+    return list(range(max(0, total - int(top)), total))  # a model with fewer layers adapts them all
 
 
 def save_merged(peft_model: PeftModel, tokenizer: Any, out_dir: str | Path) -> Path:

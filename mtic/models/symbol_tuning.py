@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -11,9 +12,12 @@ from mtic.data.chat import ChatEncoder, ChatFormat
 from mtic.data.taxonomy import Taxonomy
 from mtic.eval.metrics import IntentMetrics
 from mtic.labels.matching import OutputMatcher
-from mtic.labels.targets import LabelSet
+from mtic.labels.targets import LabelSet, TargetKind
 from mtic.models.causal_lm import LoraCausalLM
 from mtic.models.label_scoring import label_probabilities, score_continuations
+
+SUMMARY = str(TargetKind.SUMMARY)
+SUMMARY_EXTRA_TOKENS = 32  # "You are asking about ... So, the intent title is" comes before the label
 
 
 class SymbolTuningLM(LoraCausalLM):
@@ -42,17 +46,31 @@ class SymbolTuningLM(LoraCausalLM):
         chat_format: dict | None = None,
         matcher: dict | None = None,
         embed: Callable[[list[str]], Any] | None = None,
+        summaries: dict[str, str] | None = None,
     ) -> None:
         super().__init__(backbone, cache_dir, dtype, lora, lr, weight_decay, warmup_ratio)
         if decode not in DECODES:
             raise ValueError(f"decode must be one of {DECODES}, got {decode!r}")
         if history not in HISTORIES:
             raise ValueError(f"history must be one of {HISTORIES}, got {history!r}")
-        self.save_hyperparameters(ignore=["taxonomy", "labels", "embed"])
+        self.save_hyperparameters(ignore=["taxonomy", "labels", "embed", "summaries"])
         self.taxonomy = taxonomy
         self.labels = labels
+        self.summary_target = str(labels.kind) == SUMMARY
+        fmt = ChatFormat(**(chat_format or {}))
+        answer_of = None
+        if self.summary_target:
+            if decode == "score":
+                raise ValueError("decode=score ranks labels; the summary target generates text: use decode=greedy")
+            if summaries is None:
+                raise ValueError("the summary target needs query summaries (the pipeline makes them with an LLM)")
+            fmt = replace(fmt, answer_prefix="")  # the model writes "You are asking about ..." itself
+
+            def answer_of(query: str, intent_id: str) -> str:
+                return labels.summary_answer(summaries.get(query, query), intent_id)
+
         self.encoder = ChatEncoder(
-            self.tokenizer, labels.label_of, ChatFormat(**(chat_format or {})), loss_on=loss_on, max_length=max_length
+            self.tokenizer, labels.label_of, fmt, loss_on=loss_on, max_length=max_length, answer_of=answer_of
         )
         label_texts = {intent_id: labels.label_of(intent_id) for intent_id in taxonomy.ids}
         self.matcher = OutputMatcher(label_texts, embed=embed, **(matcher or {}))
@@ -78,7 +96,7 @@ class SymbolTuningLM(LoraCausalLM):
         out = self.model.generate(
             input_ids=ids,
             attention_mask=mask,
-            max_new_tokens=self.hparams.max_new_tokens,
+            max_new_tokens=self.hparams.max_new_tokens + (SUMMARY_EXTRA_TOKENS if self.summary_target else 0),
             do_sample=False,
             pad_token_id=pad,
             eos_token_id=self.tokenizer.eos_token_id,
@@ -120,7 +138,7 @@ class SymbolTuningLM(LoraCausalLM):
             for k, (text, top) in zip(need, self.decode(prompts)):
                 answers[k].append(text)
                 if step == len(sessions[k]) - 1:
-                    match = self.matcher.match(text)
+                    match = self.matcher.match(self.labels.parse_summary_answer(text) if self.summary_target else text)
                     final[k] = {"output": text, "intent": match.intent_id, "method": match.method}
                     if top is not None:
                         final[k]["top"] = top

@@ -12,11 +12,13 @@ import pytorch_lightning as pl
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mtic.config_schema import ConfigError
 from mtic.data.sources import resolve_bundle
 from mtic.eval.results import write_results
 
 log = logging.getLogger("mtic")
 PREDICTIONS_FILE = "predictions.jsonl"
+SUMMARY_TARGET = "summary"
 
 
 def bundle_dir_of(cfg: DictConfig) -> Path:
@@ -31,9 +33,23 @@ def build_components(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.Lightn
     kwargs: dict[str, Any] = {"taxonomy": datamodule.taxonomy}
     if "labels" in inspect.signature(get_class(cfg.model._target_)).parameters:  # generative models only
         kwargs["labels"] = instantiate(cfg.labels, taxonomy=datamodule.taxonomy)
+        if cfg.labels.get("target") == SUMMARY_TARGET:
+            kwargs["summaries"] = training_summaries(cfg, datamodule)
     model = instantiate(cfg.model, **kwargs)
     datamodule.set_encoder(model.build_encoder(), model.pad_token_id)
     return datamodule, model
+
+
+def training_summaries(cfg: DictConfig, datamodule: pl.LightningDataModule) -> dict[str, str]:
+    """Zero-shot summaries of every training query from `summary_llm` (an `llm` config; answers are cached)."""
+    from mtic.clara.llm import build_llm
+    from mtic.clara.summaries import summarize_queries
+
+    if "summary_llm" not in cfg:
+        raise ConfigError("labels=summary needs a 'summary_llm' section (an llm config, see conf/labels/summary.yaml)")
+    llm = build_llm(**OmegaConf.to_container(cfg.summary_llm, resolve=True))
+    queries = [turn.text for session in datamodule.training_sessions() for turn in session.turns]
+    return summarize_queries(llm, queries)
 
 
 def build_trainer(cfg: DictConfig) -> pl.Trainer:
