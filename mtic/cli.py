@@ -77,6 +77,14 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from mtic.models.merge import merge_checkpoint
+
+    path = merge_checkpoint(args.checkpoint, args.out)
+    print(f"merged model written to {path} (serve it with vLLM / LMDeploy, or backbone.name={path})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtic", description="mtic tools (training runs: python run.py ...)")
     groups = parser.add_subparsers(dest="group", required=True)
@@ -106,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--alpha", type=float, default=1.0, help="weight of the length term")
     compress.add_argument("--show", type=int, default=10, help="print this many choices")
     compress.set_defaults(func=_cmd_compress)
+    merge = groups.add_parser("merge", help="merge a LoRA checkpoint into its base model (plain HF directory)")
+    merge.add_argument("checkpoint")
+    merge.add_argument("out")
+    merge.set_defaults(func=_cmd_merge)
     return parser
 
 

@@ -104,6 +104,17 @@ def test_checkpoint_holds_only_lora_and_reloads(tiny_bundle: Path, tmp_path: Pat
     fresh.load_state_dict(state)
     for name, value in state.items():
         assert torch.equal(fresh.state_dict()[name], value)
+    # `mtic merge`: the checkpoint loads with weights_only=True and merges into a plain model with equal logits
+    from transformers import AutoModelForCausalLM
+
+    from mtic.cli import main as cli_main
+
+    assert cli_main(["merge", str(path), str(tmp_path / "merged")]) == 0
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    prompt = torch.tensor([fresh.encoder.prompt_ids(["cancel my order"], [])])
+    fresh.eval()
+    with torch.no_grad():
+        assert torch.allclose(fresh.model(input_ids=prompt).logits, plain(input_ids=prompt).logits, atol=1e-4)
 
 
 def test_merge_gives_a_plain_model(tiny_bundle: Path, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from mtic.data.taxonomy import Taxonomy
 from mtic.eval.metrics import IntentMetrics
 from mtic.labels.matching import OutputMatcher
 from mtic.labels.targets import LabelSet, TargetKind
+from mtic.models.backbones import load_sentence_embedder
 from mtic.models.causal_lm import LoraCausalLM
 from mtic.models.label_scoring import label_probabilities, score_continuations
 
@@ -46,6 +47,7 @@ class SymbolTuningLM(LoraCausalLM):
         chat_format: dict | None = None,
         matcher: dict | None = None,
         embed: Callable[[list[str]], Any] | None = None,
+        match_embedder: str | None = None,
         summaries: dict[str, str] | None = None,
     ) -> None:
         super().__init__(backbone, cache_dir, dtype, lora, lr, weight_decay, warmup_ratio)
@@ -73,6 +75,8 @@ class SymbolTuningLM(LoraCausalLM):
             self.tokenizer, labels.label_of, fmt, loss_on=loss_on, max_length=max_length, answer_of=answer_of
         )
         label_texts = {intent_id: labels.label_of(intent_id) for intent_id in taxonomy.ids}
+        if embed is None and match_embedder:  # the last matching stage: embedding similarity
+            embed = load_sentence_embedder(match_embedder, cache_dir=cache_dir)
         self.matcher = OutputMatcher(label_texts, embed=embed, **(matcher or {}))
         self.label_intents = list(label_texts)
         self.label_answers = [self.encoder.answer_ids(label_texts[i]) for i in self.label_intents]

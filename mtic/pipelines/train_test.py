@@ -35,7 +35,7 @@ def build_components(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.Lightn
         kwargs["labels"] = instantiate(cfg.labels, taxonomy=datamodule.taxonomy)
         if cfg.labels.get("target") == SUMMARY_TARGET:
             kwargs["summaries"] = training_summaries(cfg, datamodule)
-    model = instantiate(cfg.model, **kwargs)
+    model = instantiate(cfg.model, _convert_="all", **kwargs)  # plain hparams: checkpoints load with weights_only
     datamodule.set_encoder(model.build_encoder(), model.pad_token_id)
     return datamodule, model
 
@@ -71,7 +71,7 @@ def run(cfg: DictConfig, fit: bool = True, test: bool = True) -> dict[str, float
     metrics: dict[str, float] = {}
     if test:
         ckpt = _best_checkpoint(trainer) if fit else None
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
         _write_predictions(run_dir, getattr(model, "test_outputs", []))
     test_size = len(datamodule.datasets.get("test", []))
