@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -11,13 +12,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 RESULTS_FILE = "results.json"
-SECRET_MARKERS = ("key", "token", "secret", "password")
+SECRET_KEY = re.compile(r"(api[_-]?key|secret|passw(or)?d|credential|(^|_)(auth_|access_|hf_)?token$)", re.IGNORECASE)
 
 
 def redact(value: Any) -> Any:
-    """Copy of a nested config with every secret-looking key replaced by '***'."""
+    """Copy of a nested config with the value of every secret-looking key (api_key, token, password...) as '***'."""
     if isinstance(value, dict):
-        return {k: "***" if any(m in str(k).lower() for m in SECRET_MARKERS) and v else redact(v) for k, v in value.items()}
+        return {k: "***" if SECRET_KEY.search(str(k)) and v else redact(v) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v) for v in value]
     return value

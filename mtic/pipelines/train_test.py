@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mtic.config_schema import ConfigError
 from mtic.data.sources import resolve_bundle
-from mtic.eval.results import write_results
+from mtic.eval.results import ablation_settings, redact, write_results
 
 log = logging.getLogger("mtic")
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -54,9 +54,20 @@ def training_summaries(cfg: DictConfig, datamodule: pl.LightningDataModule) -> d
 
 def build_trainer(cfg: DictConfig) -> pl.Trainer:
     """Trainer with the configured loggers and callbacks (each instantiated from its `_target_`)."""
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    loggers = [_make_logger(c, cfg) for c in (cfg.get("logger") or {}).values() if c]
+    config = redact(OmegaConf.to_container(cfg, resolve=True))
+    for logger in loggers:
+        logger.log_hyperparams({"config": config})
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+
+
+def _make_logger(node: DictConfig, cfg: DictConfig) -> Any:
+    """A logger; those with tags (W&B) also get the ablation settings as `key=value` tags."""
+    if "tags" not in node:
+        return instantiate(node)
+    tags = list(node.tags or []) + [f"{k}={v}" for k, v in ablation_settings(cfg).items() if v is not None]
+    return instantiate(node, tags=tags)
 
 
 def run(cfg: DictConfig, fit: bool = True, test: bool = True) -> dict[str, float]:
