@@ -1,0 +1,251 @@
+"""Resumable pseudo-labelling: one JSONL record per session, appended as each batch finishes, then a summary.
+
+Crash safety. Every record is one `os.write` of a whole line on an O_APPEND descriptor, then fsync. Batches
+are aligned to absolute positions in the input (positions b*B .. b*B+B-1) and written in input order, so the
+records file is always a prefix of the uninterrupted run's file plus, at worst, a partial last line. A restart
+(even after kill -9) truncates that partial line, skips the sessions already recorded and continues; answers of
+a batch that was computed but not fully written come back from the LLM answer cache. The file is finally
+checked to be in input order (rewritten atomically if not), so it equals an uninterrupted run's, byte for byte.
+
+Outputs (`out` = the records path, e.g. `pseudo_labels.jsonl`):
+  out                     every session: queries, each ordering's answer, the vote, the status
+  <stem>.sessions.jsonl   the kept sessions as a bundle sessions file (last turn labelled): `data.train_sessions`
+  <stem>.summary.json/.md kept share, answer statuses, precision with / without self-consistency (gold labels)
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from mtic.clara.labeler import ANSWER_STATUSES, KEPT, SESSION_STATUSES
+from mtic.data.schema import Session
+
+log = logging.getLogger("mtic")
+SESSIONS_SUFFIX = ".sessions.jsonl"
+SUMMARY_SUFFIX = ".summary"
+LabelBatch = Callable[[Sequence[Session]], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Outputs:
+    records: Path
+    sessions: Path
+    summary_json: Path
+    summary_md: Path
+
+    @classmethod
+    def of(cls, records: str | Path) -> Outputs:
+        records = Path(records)
+        stem = records.with_suffix("")
+        return cls(records, Path(f"{stem}{SESSIONS_SUFFIX}"), Path(f"{stem}{SUMMARY_SUFFIX}.json"),
+                   Path(f"{stem}{SUMMARY_SUFFIX}.md"))
+
+
+def line_of(record: dict[str, Any]) -> bytes:
+    return (json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+
+
+def recover(path: Path) -> dict[str, dict[str, Any]]:
+    """Records already in `path` (id -> record); a partial or unreadable tail is cut off the file."""
+    if not path.is_file():
+        return {}
+    data = path.read_bytes()
+    records: dict[str, dict[str, Any]] = {}
+    good = 0
+    for raw in data.splitlines(keepends=True):
+        if not raw.endswith(b"\n"):
+            break
+        try:
+            record = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            break
+        records.setdefault(str(record["id"]), record)
+        good += len(raw)
+    if good < len(data):
+        log.warning("%s: cut %d bytes of an interrupted write", path, len(data) - good)
+        with path.open("r+b") as handle:
+            handle.truncate(good)
+            handle.flush()
+            os.fsync(handle.fileno())
+    return records
+
+
+def _append(fd: int, record: dict[str, Any]) -> None:
+    payload = line_of(record)
+    written = os.write(fd, payload)
+    if written != len(payload):  # a regular file takes the whole line; never leave half of one behind
+        raise OSError(f"short write ({written} of {len(payload)} bytes)")
+    os.fsync(fd)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def pseudo_label(
+    sessions: Sequence[Session],
+    label_batch: LabelBatch,
+    out: str | Path,
+    batch_size: int = 8,
+    gold: Mapping[str, str] | None = None,
+    settings: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    desc: str = "pseudo-labelling",
+) -> dict[str, Any]:
+    """Label every session not yet in `out` (resuming), then write the kept sessions and the summary.
+
+    `label_batch(sessions)` returns one record per session (`SessionLabeler.label`). `gold` maps session ids
+    to the gold intent of the last turn (for precision). Returns the summary.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    ids = [s.id for s in sessions]
+    if len(set(ids)) != len(ids):
+        raise ValueError("session ids must be unique")
+    paths = Outputs.of(out)
+    paths.records.parent.mkdir(parents=True, exist_ok=True)
+    done = recover(paths.records)
+    pending = [k for k, s in enumerate(sessions) if s.id not in done]
+    batches: dict[int, list[int]] = {}
+    for k in pending:
+        batches.setdefault(k // batch_size, []).append(k)
+    started, fresh = time.time(), Counter()
+    fd = os.open(paths.records, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        with tqdm(total=len(sessions), initial=len(sessions) - len(pending), desc=desc, unit="session",
+                  disable=not progress, dynamic_ncols=True) as bar:
+            for positions in batches.values():
+                records = label_batch([sessions[k] for k in positions])
+                if len(records) != len(positions):
+                    raise RuntimeError("the labeller must return one record per session")
+                for k, record in zip(positions, records):
+                    if record.get("id") != sessions[k].id:
+                        raise RuntimeError(f"record for {record.get('id')!r} where {sessions[k].id!r} was expected")
+                    _append(fd, record)
+                    done[sessions[k].id] = record
+                    fresh[record.get("status", "?")] += 1
+                bar.update(len(positions))
+                bar.set_postfix(kept=fresh[KEPT], labelled=sum(fresh.values()), refresh=False)
+    finally:
+        os.close(fd)
+    elapsed = time.time() - started
+    ordered = _finalise(paths, sessions, done)
+    summary = summarise(ordered, gold, settings)
+    summary["run"] = {"labelled_now": len(pending), "resumed_from": len(sessions) - len(pending),
+                      "wall_time_s": round(elapsed, 2),
+                      "sessions_per_s": round(len(pending) / elapsed, 3) if pending and elapsed > 0 else None}
+    summary["files"] = {"records": str(paths.records), "sessions": str(paths.sessions)}
+    _atomic_write(paths.summary_json, (json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n").encode())
+    _atomic_write(paths.summary_md, (summary_markdown(summary) + "\n").encode("utf-8"))
+    return summary
+
+
+def _finalise(paths: Outputs, sessions: Sequence[Session], done: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records in input order (the records file is rewritten atomically only if it is not already so), and
+    the kept sessions as a sessions file."""
+    ordered = [done[s.id] for s in sessions]
+    expected = b"".join(line_of(r) for r in ordered)
+    if paths.records.read_bytes() != expected:
+        log.info("%s: rewriting in input order", paths.records)
+        _atomic_write(paths.records, expected)
+    kept = [{"id": r["id"], "turns": r["turns"]} for r in ordered if r.get("status") == KEPT]
+    _atomic_write(paths.sessions, b"".join(line_of(r) for r in kept))
+    return ordered
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+# --------------------------------------------------------------------------- summary
+def _share(num: int, den: int) -> float | None:
+    return round(num / den, 6) if den else None
+
+
+def summarise(records: Sequence[dict[str, Any]], gold: Mapping[str, str] | None = None,
+              settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Counts, kept share and, with gold labels, precision without (first ordering) and with the vote."""
+    n = len(records)
+    statuses = Counter(r.get("status") for r in records)
+    answers = Counter(a["status"] for r in records for a in r.get("answers", []))
+    kept = statuses.get(KEPT, 0)
+    n_orders = max((len(r.get("answers", [])) for r in records), default=0)
+    summary: dict[str, Any] = {
+        "prompt": (settings or {}).get("prompt"),
+        "self_consistency": {"n": n_orders, "rule": (settings or {}).get("rule")},
+        "sessions": n,
+        "kept": kept,
+        "kept_share": _share(kept, n),
+        "session_statuses": {s: statuses.get(s, 0) for s in SESSION_STATUSES},
+        "answer_statuses": {s: answers.get(s, 0) for s in ANSWER_STATUSES},
+        "precision": None,
+        "settings": dict(settings or {}),
+    }
+    if gold:
+        scored = [r for r in records if r["id"] in gold]
+        base = [r for r in scored if r.get("base") is not None]
+        with_sc = [r for r in scored if r.get("status") == KEPT]
+        summary["precision"] = {
+            "n_gold": len(scored),
+            "without_sc": _share(sum(r["base"] == gold[r["id"]] for r in base), len(base)),
+            "without_sc_answered": len(base),
+            "with_sc": _share(sum(r["intent"] == gold[r["id"]] for r in with_sc), len(with_sc)) if n_orders > 1 else None,
+            "with_sc_kept": len(with_sc),
+            "accuracy_without_sc": _share(sum(r["base"] == gold[r["id"]] for r in base), len(scored)),
+        }
+    return summary
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.2f}"
+
+
+TABLE4_HEADER = "| prompt | n | precision w/o SC | precision w/ SC | kept share (SC) | answered w/o SC |"
+
+
+def table4_rows(summaries: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Rows of the paper's Table 4 layout (one per prompt) from pseudo-labelling summaries."""
+    rows = []
+    for s in summaries:
+        p = s.get("precision") or {}
+        sc = s.get("self_consistency", {})
+        kept = _pct(s.get("kept_share")) if sc.get("n", 0) > 1 else "–"
+        answered = _share(p.get("without_sc_answered", 0), p.get("n_gold", 0)) if p else None
+        rows.append(f"| {s.get('prompt')} | {s.get('sessions')} | {_pct(p.get('without_sc'))} | "
+                    f"{_pct(p.get('with_sc'))} | {kept} | {_pct(answered)} |")
+    return rows
+
+
+def summary_markdown(summary: Mapping[str, Any]) -> str:
+    """A human summary: the Table-4 row and the status counts."""
+    sc = summary["self_consistency"]
+    counts = (f"Sessions {summary['sessions']}, kept {summary['kept']} ({_pct(summary.get('kept_share'))} %), "
+              f"self-consistency n={sc['n']} rule={sc['rule']}.")
+    lines = [f"# Pseudo-labelling summary ({summary.get('prompt')})", "", TABLE4_HEADER, "|---|---|---|---|---|---|",
+             *table4_rows([summary]), "", counts, "",
+             "| session status | count |", "|---|---|",
+             *(f"| {k} | {v} |" for k, v in summary["session_statuses"].items()), "",
+             "| answer status | count |", "|---|---|",
+             *(f"| {k} | {v} |" for k, v in summary["answer_statuses"].items())]
+    if summary.get("precision") is None:
+        lines += ["", "No gold labels: precision not measured."]
+    return "\n".join(lines)
+
+
+def table4_markdown(summaries: Sequence[Mapping[str, Any]]) -> str:
+    """Table 4 (precision of the pseudo-labels with and without self-consistency) for several prompts."""
+    return "\n".join([TABLE4_HEADER, "|---|---|---|---|---|---|", *table4_rows(summaries)])

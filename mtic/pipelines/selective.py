@@ -1,0 +1,70 @@
+"""`pipeline=selective`: the selective-concatenation baseline.
+
+1. Train the selector (`pipeline.selector`, see mtic/models/selector.py) on the bundle's labelled sessions,
+   or reuse a saved one (`pipeline.selector.path`); it is saved to `<run dir>/selector`.
+2. Point the view at it (`data.view.selector = load_selector(path)`, so the composed config stays the record).
+3. Train and test the configured model with `mtic.pipelines.train_test.run`; the selector's summary joins
+   results.json under `selector`.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from mtic.config_schema import ConfigError
+from mtic.eval.results import RESULTS_FILE
+from mtic.pipelines.train_test import bundle_dir_of
+from mtic.pipelines.train_test import run as train_test_run
+
+log = logging.getLogger("mtic")
+SELECTOR_DIR = "selector"
+VIEW = "mtic.data.views.SelectedConcatView"
+
+
+def _merge_into_results(run_dir: Path, extra: dict[str, Any]) -> None:
+    path = run_dir / RESULTS_FILE
+    if path.is_file():
+        record = json.loads(path.read_text(encoding="utf-8"))
+        record.update(extra)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+        os.replace(tmp, path)
+
+
+def prepare_selector(cfg: DictConfig, settings: Mapping[str, Any]) -> tuple[Path, dict[str, Any]]:
+    """Train (or reuse) the selector; returns where it is saved and its training summary."""
+    from mtic.models.selector import load_selector, train_selector
+
+    settings = dict(settings)
+    path = settings.pop("path", None)
+    if path:
+        load_selector(path)  # fail early on a wrong path
+        return Path(path), {"source": "pretrained", "path": str(path)}
+    settings.setdefault("backbone", cfg.model.get("backbone"))
+    selector, summary = train_selector(bundle_dir_of(cfg), cache_dir=cfg.paths.cache_dir, seed=cfg.seed, **settings)
+    out = selector.save(Path(cfg.paths.run_dir) / SELECTOR_DIR)
+    log.info("selector: %s -> %s", json.dumps(summary), out)
+    return out, summary
+
+
+def run(cfg: DictConfig, selector: Mapping[str, Any] | None = None, fit: bool = True, test: bool = True) -> dict[str, float]:
+    """Selector first, then train_test with the selector in the view; returns the test metrics."""
+    if cfg.data.get("view", {}).get("_target_") != VIEW:
+        raise ConfigError(f"pipeline=selective needs data=selected_concat (view {VIEW}), got {cfg.data.view._target_}")
+    pl.seed_everything(cfg.seed, workers=True)
+    settings = OmegaConf.to_container(selector, resolve=True) if isinstance(selector, DictConfig) else dict(selector or {})
+    path, summary = prepare_selector(cfg, settings)  # type: ignore[arg-type]
+    train_cfg = copy.deepcopy(cfg)
+    with open_dict(train_cfg):
+        train_cfg.data.view.selector = {"_target_": "mtic.models.selector.load_selector", "path": str(path)}
+    metrics = train_test_run(train_cfg, fit=fit, test=test)
+    _merge_into_results(Path(cfg.paths.run_dir), {"selector": summary})
+    return metrics

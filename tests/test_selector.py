@@ -1,0 +1,118 @@
+"""Selector of the selective-concatenation baseline: training pairs, selection rule, training, save/load, pipeline."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from mtic.data.schema import Session, SingleTurnQuery, Turn
+from mtic.data.views import SelectedConcatView
+from mtic.models import selector as selector_module
+from mtic.models.selector import (
+    Pair,
+    Selector,
+    gold_choice,
+    load_selector,
+    selection_accuracy,
+    session_pairs,
+    single_turn_pairs,
+    train_selector,
+)
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def session(*turns: tuple[str, str | None]) -> Session:
+    return Session("s", tuple(Turn(t, i) for t, i in turns))
+
+
+def test_gold_choice_is_the_most_recent_same_intent_turn() -> None:
+    assert gold_choice(session(("a", "x"), ("b", "y"), ("c", "x"), ("d", "x"))) == 2
+    assert gold_choice(session(("a", "y"), ("b", "z"), ("c", "x"))) is None
+    assert gold_choice(session(("a", "x"))) is None
+
+
+def test_session_pairs() -> None:
+    pairs = session_pairs([session(("a", "x"), ("b", None), ("c", "x"), ("d", "y"))])
+    # prefix 'c': history a (same intent, positive), b unlabelled (skipped); prefix 'd': a, c negatives ("none")
+    assert pairs == [Pair("a", "c", 1.0), Pair("a", "d", 0.0), Pair("c", "d", 0.0)]
+    # every same-intent history query is a positive (the pair scorer cannot see recency; selection ties can)
+    assert session_pairs([session(("a", "x"), ("b", "x"), ("c", "x"))]) == [
+        Pair("a", "b", 1.0), Pair("a", "c", 1.0), Pair("b", "c", 1.0)]
+
+
+def test_single_turn_fallback_pairs() -> None:
+    queries = [SingleTurnQuery(t, i) for t, i in [("a1", "a"), ("a2", "a"), ("b1", "b"), ("b2", "b"), ("c1", "c")]]
+    pairs = single_turn_pairs(queries, negatives=2, seed=0)
+    intent = {q.text: q.intent for q in queries}
+    assert pairs == single_turn_pairs(queries, negatives=2, seed=0)
+    assert all((intent[p.history] == intent[p.last]) == (p.label == 1.0) for p in pairs)
+    assert sum(p.label for p in pairs) == 4 and len(pairs) == 4 + 2 * len(queries)
+
+
+class FixedSelector(Selector):
+    """The selection rule over given probabilities (no model)."""
+
+    def __init__(self, probs: list[float], threshold: float = 0.5) -> None:
+        self.probs, self.threshold, self._cache, self.cache_size, self.calls = probs, threshold, {}, 10, 0
+
+    def probabilities(self, history, last):  # type: ignore[override]
+        self.calls += 1
+        return self.probs[: len(history)]
+
+
+def test_selection_rule() -> None:
+    assert FixedSelector([0.2, 0.9, 0.4])(["a", "b", "c"], "d") == 1
+    assert FixedSelector([0.2, 0.3])(["a", "b"], "d") is None  # nothing reaches the threshold: no context
+    assert FixedSelector([0.8, 0.8])(["a", "b"], "d") == 1  # ties go to the most recent query
+    assert FixedSelector([])([], "d") is None
+    cached = FixedSelector([0.9])
+    cached(["a"], "b")
+    cached(["a"], "b")
+    assert cached.calls == 1
+    view = SelectedConcatView(selector=FixedSelector([0.1, 0.7]))
+    assert view(session(("a", "x"), ("b", "x"), ("c", "x"))).text == "b | c"
+    # prefix "a b": [0.1] -> None but gold 0 (miss); prefix "a b c": 1 = gold (hit)
+    assert selection_accuracy(FixedSelector([0.1, 0.7]), [session(("a", "x"), ("b", "x"), ("c", "x"))]) == 0.5
+
+
+def test_train_save_load_and_fallback(tiny_bundle: Path, tmp_path: Path) -> None:
+    selector, summary = train_selector(tiny_bundle, "tiny-bert", epochs=3, lr=1e-3, batch_size=4, seed=0)
+    assert summary["source"] == "sessions" and summary["pairs"] == 2 and summary["positives"] == 1
+    assert summary["holdout_sessions"] == 0 and summary["holdout_acc"] is None
+    history, last = ["where is my parcel", "cancel my order"], "still nothing"
+    probs = selector.probabilities(history, last)
+    assert len(probs) == 2 and all(0.0 <= p <= 1.0 for p in probs)
+    out = selector.save(tmp_path / "sel")
+    selector_module._LOADED.clear()  # force a real reload from disk
+    loaded = load_selector(out, threshold=0.3)
+    assert loaded.threshold == 0.3 and torch.allclose(torch.tensor(loaded.probabilities(history, last)), torch.tensor(probs))
+    choice = loaded(history, last)
+    assert choice is None or choice in (0, 1)
+
+    fallback, summary = train_selector(tiny_bundle, "tiny-bert", sessions="none", epochs=1, batch_size=8)
+    assert summary["source"] == "single_turn" and summary["positives"] == 8
+    with pytest.raises(FileNotFoundError, match="no trained selector"):
+        load_selector(tmp_path / "missing")
+
+
+def test_selective_pipeline_end_to_end(tiny_bundle: Path, tmp_path: Path) -> None:
+    from mtic.pipelines import run
+
+    overrides = [
+        "+experiment=baseline_select", f"paths.data_dir={tiny_bundle}", f"paths.run_dir={tmp_path / 'run'}",
+        "market.encoder=tiny-bert", "logger=none", "callbacks=none", "trainer.max_epochs=1",
+        "trainer.enable_checkpointing=false", "trainer.enable_progress_bar=false", "pipeline.selector.epochs=1",
+        "model.tree_height=2", "data.batch_size=8",
+    ]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    metrics = run(cfg)
+    assert "test/acc" in metrics
+    record = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert record["method"] == "selective_concat" and record["selector"]["source"] == "sessions"
+    assert record["backbone"] == "tiny-bert" and (tmp_path / "run" / "selector" / "selector.json").is_file()
+    assert len((tmp_path / "run" / "predictions.jsonl").read_text().splitlines()) == 3
