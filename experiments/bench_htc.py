@@ -22,11 +22,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtic.data.datamodule import MTICDataModule  # noqa: E402
-from mtic.data.sources import resolve_bundle  # noqa: E402
-from mtic.data.views import LastQueryView, NaiveConcatView  # noqa: E402
-from mtic.models.backbones import cache_root  # noqa: E402
-from mtic.models.htc import HTC  # noqa: E402
+from mtic.data.datamodule import MTICDataModule
+from mtic.data.sources import resolve_bundle
+from mtic.data.views import LastQueryView, NaiveConcatView
+from mtic.models.backbones import cache_root
+from mtic.models.htc import HTC
 
 VARIANTS = {
     "local heads only": {"global_head": False},

@@ -93,7 +93,7 @@ def test_train_save_load_and_fallback(tiny_bundle: Path, tmp_path: Path) -> None
     choice = loaded(history, last)
     assert choice is None or choice in (0, 1)
 
-    fallback, summary = train_selector(tiny_bundle, "tiny-bert", sessions="none", epochs=1, batch_size=8)
+    _, summary = train_selector(tiny_bundle, "tiny-bert", sessions="none", epochs=1, batch_size=8)
     assert summary["source"] == "single_turn" and summary["positives"] == 8
     with pytest.raises(FileNotFoundError, match="no trained selector"):
         load_selector(tmp_path / "missing")

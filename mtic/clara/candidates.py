@@ -20,7 +20,8 @@ def htc_candidates(checkpoint: str | Path, taxonomy: Taxonomy, cache_dir: str | 
 
     path = Path(checkpoint).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: single-turn HTC checkpoint not found (pipeline.retrieval.candidates.checkpoint)")
+        raise FileNotFoundError(f"{path}: single-turn HTC checkpoint not found "
+                                "(pipeline.retrieval.candidates.checkpoint)")
     model = HTC.from_checkpoint(path, cache_dir=cache_dir)
     unknown = set(model.leaf_intents) - set(taxonomy.ids)
     if unknown:

@@ -128,7 +128,8 @@ class SessionLabeler:
         responses = self.llm.complete([p.request for p in prompts])
         records, n = [], self.n_orders
         for s, session in enumerate(sessions):
-            answers = [self.read(name, prompts[s * n + k], responses[s * n + k]) for k, name in enumerate(self.order_names)]
+            answers = [self.read(name, prompts[s * n + k], responses[s * n + k])
+                       for k, name in enumerate(self.order_names)]
             records.append(self._record(session, answers))
         return records
 

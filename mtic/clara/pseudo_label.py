@@ -203,7 +203,8 @@ def summarise(records: Sequence[dict[str, Any]], gold: Mapping[str, str] | None 
             "n_gold": len(scored),
             "without_sc": _share(sum(r["base"] == gold[r["id"]] for r in base), len(base)),
             "without_sc_answered": len(base),
-            "with_sc": _share(sum(r["intent"] == gold[r["id"]] for r in with_sc), len(with_sc)) if n_orders > 1 else None,
+            "with_sc": (_share(sum(r["intent"] == gold[r["id"]] for r in with_sc), len(with_sc))
+                        if n_orders > 1 else None),
             "with_sc_kept": len(with_sc),
             "accuracy_without_sc": _share(sum(r["base"] == gold[r["id"]] for r in base), len(scored)),
         }

@@ -13,7 +13,8 @@ grow one layer at a time until the height is k. A new layer is inserted either u
 root's children are grouped) or under every bottom node ("leaf-up": the leaves of each bottom node are grouped),
 whichever lowers the entropy more. Grouping wraps every unit in its own new node (free: the entropy is
 unchanged) and then greedily applies the merge operator to the pair of adjacent groups whose merge lowers the
-entropy most, until no merge lowers it. When nothing lowers it (e.g. a flat taxonomy, whose graph has no edges)
+entropy most, until no merge lowers it; a move phase (single units change group, Louvain-style) then escapes some
+of the greedy merges' local optima, and the two alternate until neither helps. When nothing lowers it (e.g. a flat taxonomy, whose graph has no edges)
 the new layer is all single wrappers, so every leaf always sits at depth exactly k (HiTIN's "fill").
 """
 from __future__ import annotations
@@ -143,8 +144,8 @@ def _merge_phase(groups: dict[int, Group], links: dict[int, dict[int, float]], m
                  parent_vol: float, next_id: int, deltas: list[float]) -> int:
     """Merge operator, greedily: always the adjacent pair whose merge lowers the entropy most. Returns next id."""
     heap = []
-    for a in links:
-        for b, w in links[a].items():
+    for a, neighbours in links.items():
+        for b, w in neighbours.items():
             if a < b:
                 merged = (groups[a][0] + groups[b][0], groups[a][1] + groups[b][1] - 2 * w, groups[a][2] + groups[b][2])
                 heap.append((_cost(merged, parent_vol) - _cost(groups[a], parent_vol) - _cost(groups[b], parent_vol), a, b))
@@ -280,12 +281,16 @@ def _leaf_up(parents: list[list[int]], num_nodes: int, edges: Sequence[Edge]) ->
     vols, cuts = _layer_stats(parents, num_nodes, edges)
     bottom = parents[0]
     under: list[list[int]] = [[] for _ in range(max(bottom) + 1)]
+    inside: list[list[Edge]] = [[] for _ in under]  # edges within each bottom node
     for v, p in enumerate(bottom):
         under[p].append(v)
+    for u, v in edges:
+        if bottom[u] == bottom[v]:
+            inside[bottom[u]].append((u, v))
     leaf_layer, new_parent, deltas = [0] * num_nodes, [], []
     for p, leaves in enumerate(under):
         local = {v: k for k, v in enumerate(leaves)}
-        weights = _unit_weights(local, edges)
+        weights = _unit_weights(local, inside[p])
         group, d = greedy_groups([vols[0][v] for v in leaves], [cuts[0][v] for v in leaves], weights, vols[1][p])
         base = len(new_parent)
         for k, v in enumerate(leaves):

@@ -76,7 +76,8 @@ def _sc(self_consistency: str, sc_orders: int) -> tuple[int, str]:
     if self_consistency == NO_SC:
         return 1, RULES[0]
     if self_consistency not in RULES:
-        raise ConfigError(f"'pipeline.self_consistency' is {self_consistency!r}; allowed values: {NO_SC}, {', '.join(RULES)}")
+        raise ConfigError(f"'pipeline.self_consistency' is {self_consistency!r}; "
+                          f"allowed values: {NO_SC}, {', '.join(RULES)}")
     if sc_orders < 2:
         raise ConfigError("self-consistency needs 'pipeline.sc_orders' >= 2 (or self_consistency=none)")
     return int(sc_orders), self_consistency
@@ -106,11 +107,14 @@ def build_labeler(cfg: DictConfig, bundle: Bundle, taxonomy: Taxonomy, retrieval
     retriever = Retriever(
         index, embedder.encode, k=int(retrieval.get("k", 5)), max_demos=int(retrieval.get("max_demos", 10)),
         history_weight=float(retrieval.get("history_weight", 1.0)), candidates=proposer,
-        n_candidates=int((candidates or {}).get("n", 3)), demos_per_candidate=int((candidates or {}).get("demos_each", 2)),
+        n_candidates=int((candidates or {}).get("n", 3)),
+        demos_per_candidate=int((candidates or {}).get("demos_each", 2)),
     )
     llm = build_llm(**_require(cfg, "llm"))
+    options = dict(matcher or {})
+    embed = embedder if options.pop("embedding", False) else None  # the embedding step of the output matcher
     return SessionLabeler(retriever, load_prompt(cfg.prompt), labels.as_dict(), llm,
-                          matcher=labels.matcher(**dict(matcher or {})), n_orders=n_orders, rule=rule, seed=seed)
+                          matcher=labels.matcher(embed=embed, **options), n_orders=n_orders, rule=rule, seed=seed)
 
 
 class LazyLabeler:
@@ -129,12 +133,15 @@ class LazyLabeler:
         return stats.snapshot() if stats is not None else None
 
 
+LLM_RUNTIME_KEYS = ("cache", "cache_file", "cache_dir", "batch_size", "num_threads", "max_concurrency", "timeout_s",
+                    "connect_timeout_s", "max_retries", "backoff_base_s", "backoff_max_s")
+
+
 def artifact_key(cfg: DictConfig, bundle_dir: Path, parts: Mapping[str, Any]) -> str:
-    """Hash of everything that determines the pseudo-labels (no secrets: the API key is never in the config)."""
-    llm = {k: v for k, v in _require(cfg, "llm").items() if k not in ("cache", "cache_file", "cache_dir", "batch_size", "num_threads",
-                                                                     "max_concurrency", "timeout_s", "connect_timeout_s",
-                                                                     "max_retries", "backoff_base_s", "backoff_max_s")}
-    payload = {"bundle": str(bundle_dir.resolve()), "bundle_files": _fingerprint(bundle_dir), "llm": llm, "prompt": _require(cfg, "prompt"),
+    """Hash of everything that determines the pseudo-labels: the bundle's files, the LLM settings (not the
+    runtime ones such as batch size or retries), prompt, labels and `parts` (split, cap, retrieval, SC)."""
+    llm = {k: v for k, v in _require(cfg, "llm").items() if k not in LLM_RUNTIME_KEYS}
+    payload = {"bundle_files": _fingerprint(bundle_dir), "llm": llm, "prompt": _require(cfg, "prompt"),
                "labels": _plain(cfg.labels), **parts}
     blob = json.dumps(payload, sort_keys=True, default=str, ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
@@ -179,12 +186,12 @@ def pseudo_label_stage(cfg: DictConfig, self_consistency: str, sc_orders: int, s
                                              "rule": rule, "sc_seed": sc_seed, "retrieval": dict(retrieval)})
         out = Path(artifact_dir).expanduser() / f"{cfg.market.name}-{key}" / RECORDS_FILE
     have = recover(out)
-    log.info("pseudo-labels: %s (%d of %d sessions already labelled)", out, sum(s.id in have for s in sessions), len(sessions))
+    log.info("pseudo-labels: %s (%d of %d sessions already labelled)", out, sum(s.id in have for s in sessions),
+             len(sessions))
     labeler = LazyLabeler(lambda: build_labeler(cfg, bundle, taxonomy, retrieval, matcher, n_orders, rule, sc_seed))
     settings = {"prompt": cfg.prompt.name, "rule": rule if n_orders > 1 else NO_SC, "n_orders": n_orders,
-                "llm": llm_summary(cfg),
-                "retrieval": dict(retrieval), "bundle": str(bundle_dir), "split": unlabeled.get("split"),
-                "max_sessions": cap}
+                "llm": llm_summary(cfg), "retrieval": dict(retrieval), "bundle": str(bundle_dir),
+                "split": unlabeled.get("split"), "max_sessions": cap}
     summary = pseudo_label(sessions, labeler, out, batch_size=batch_size, gold=_gold(bundle, sessions, taxonomy),
                            settings=settings, progress=progress)
     summary["llm_stats"] = labeler.llm_stats()
@@ -273,7 +280,8 @@ def lara(cfg: DictConfig, self_consistency: str = NO_SC, sc_orders: int = 1, sc_
     sessions = sessions[: int(max_sessions)] if max_sessions else sessions
     run_dir = Path(cfg.paths.run_dir)
     retrieval = _plain(retrieval) or {}
-    labeler = LazyLabeler(lambda: build_labeler(cfg, bundle, taxonomy, retrieval, _plain(matcher), n_orders, rule, sc_seed))
+    labeler = LazyLabeler(
+        lambda: build_labeler(cfg, bundle, taxonomy, retrieval, _plain(matcher), n_orders, rule, sc_seed))
     gold = {s.id: s.target for s in sessions if s.target is not None}
     settings = {"prompt": cfg.prompt.name, "rule": rule if n_orders > 1 else NO_SC, "n_orders": n_orders}
     summary = pseudo_label(sessions, labeler, run_dir / LARA_RECORDS_FILE, batch_size=batch_size, gold=gold,
@@ -282,11 +290,12 @@ def lara(cfg: DictConfig, self_consistency: str = NO_SC, sc_orders: int = 1, sc_
     metrics_state = IntentMetrics(taxonomy)
     predictions, rows = [], []
     for record, session in zip(records, sessions):
-        chosen = record["intent"] if n_orders > 1 else record["base"]
+        chosen = (record["intent"] or record["base"]) if n_orders > 1 else record["base"]  # no agreement: first order
         first = record["answers"][0]
         predictions.append(chosen)
         rows.append({"session_id": session.id, "target": session.target, "output": first.get("text"),
-                     "intent": chosen, "method": first.get("method") or first.get("status"), "status": record["status"]})
+                     "intent": chosen, "method": first.get("method") or first.get("status"),
+                     "status": record["status"]})
     exact = [r["method"] in EXACT_METHODS for r in rows]
     metrics_state.update(predictions, [s.target for s in sessions], exact)
     metrics = metrics_state.compute("test")
@@ -294,7 +303,8 @@ def lara(cfg: DictConfig, self_consistency: str = NO_SC, sc_orders: int = 1, sc_
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     extra = {"decode": cfg.llm.get("mode"), "view": "retrieval_prompt", "history": None, "llm": llm_summary(cfg),
-             "llm_answers": {"answer_statuses": summary["answer_statuses"], "session_statuses": summary["session_statuses"],
+             "llm_answers": {"answer_statuses": summary["answer_statuses"],
+                             "session_statuses": summary["session_statuses"],
                              "llm_stats": labeler.llm_stats(), "answered": sum(r["intent"] is not None for r in rows)}}
     path = write_results(run_dir, cfg, metrics, len(sessions), started, extra=extra)
     shown = ", ".join(f"{k.split('/', 1)[1]}={v:.4f}" for k, v in sorted(metrics.items()))

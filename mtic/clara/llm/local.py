@@ -32,8 +32,9 @@ class LocalLLM:
     otherwise the prompt is `system`, a blank line, `user`, a newline. `answer_prefix` always follows.
     `answer_end`: what ends every candidate, so that a label that is a prefix of another is not favoured:
     `eos`, `newline` (what follows an answer in the demos of a plain prompt) or `none`; `auto` = eos with the
-    chat template, newline without. `length_norm`: rank candidates by the total log-probability of the answer (`sum`, with the
-    EOS this is the probability of exactly that answer) or by its per-token mean (`mean`). Prompts longer than `max_prompt_tokens` keep their last tokens (counted as truncated).
+    chat template, newline without. `length_norm`: rank candidates by the total log-probability of the answer
+    (`sum`: with the end marker, the probability of exactly that answer) or by its per-token mean (`mean`).
+    Prompts longer than `max_prompt_tokens` keep their last tokens (counted as truncated).
     """
 
     def __init__(
@@ -191,7 +192,8 @@ class LocalLLM:
                     choices: Sequence[list[list[int]]]) -> list[torch.Tensor]:
         batch, width = ids.shape
         # every candidate but its last token is fed; token j of candidate c predicts token j + 1
-        spans = [[(sum(len(c) - 1 for c in conts[:j]), len(conts[j]) - 1) for j in range(len(conts))] for conts in choices]
+        spans = [[(sum(len(c) - 1 for c in conts[:j]), len(conts[j]) - 1) for j in range(len(conts))]
+                 for conts in choices]
         length = max(1, max(sum(n for _, n in sp) for sp in spans))
         tokens = torch.full((batch, length), self.pad_id, dtype=torch.long)
         pos = torch.zeros((batch, length), dtype=torch.long)
