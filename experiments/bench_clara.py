@@ -96,13 +96,15 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--dtype", default="float32", help="float32 | bfloat16 (fast on CPUs with avx512_bf16 / AMX)")
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     requests = render_prompts(args)
-    llm = LocalLLM(args.model, batch_size=1, max_new_tokens=args.max_new_tokens, cache_dir=args.cache_dir)
+    llm = LocalLLM(args.model, batch_size=1, max_new_tokens=args.max_new_tokens, cache_dir=args.cache_dir,
+                   dtype=args.dtype)
     lengths = [len(llm.prompt_ids(r)) for r in requests]
     rows = []
     reference = None
@@ -116,9 +118,10 @@ def main() -> None:
             rows.append({"mode": mode, **{k: v for k, v in r.items() if k != "answers"},
                          "speedup": round(r["sessions_per_s"] / reference["sessions_per_s"], 2),
                          "same_answers_as_first": same})
-    print(f"model {args.model}, {len(requests)} sessions of {args.market}/{args.split}, prompt {args.prompt}, "
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"model {args.model} ({args.dtype}), {len(requests)} sessions of {args.market}/{args.split}, prompt {args.prompt}, "
           f"prompt tokens mean {statistics.mean(lengths):.0f} (max {max(lengths)}), torch threads {torch.get_num_threads()}, "
-          f"{os.cpu_count()} CPUs")
+          f"{os.cpu_count()} CPUs, load average at the end {load:.2f}")
     print("| mode | batch size | seconds | sessions/s | speed-up | same answers |\n|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['mode']} | {r['batch_size']} | {r['seconds']} | {r['sessions_per_s']} | {r['speedup']}x | "
