@@ -73,3 +73,26 @@ def test_bad_inputs():
         DemoIndex([], [], toy_embed)
     with pytest.raises(ValueError):
         DemoIndex(["a0"], ["A"], toy_embed, doc_kind="document")
+
+
+def test_single_turn_htc_checkpoint_proposes_candidates(tiny_bundle, tmp_path):
+    import pytorch_lightning as pl
+
+    from mtic.clara.candidates import htc_candidates
+    from mtic.data.datamodule import MTICDataModule
+    from mtic.data.views import LastQueryView
+    from mtic.models.htc import HTC
+
+    dm = MTICDataModule(tiny_bundle, view=LastQueryView(), batch_size=8, train_sessions="none")
+    model = HTC("tiny-bert", dm.taxonomy, tree_height=2, node_dim=8)
+    dm.set_encoder(model.build_encoder(), model.pad_token_id)
+    trainer = pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(model, datamodule=dm)
+    ckpt = tmp_path / "single.ckpt"
+    trainer.save_checkpoint(ckpt)
+    propose = htc_candidates(ckpt, dm.taxonomy, top_k=2)
+    ranked = propose(["where is my parcel", "cancel it"])
+    assert len(ranked) == 2 and all(len(r) == 2 and set(r) <= set(dm.taxonomy.ids) for r in ranked)
+    with pytest.raises(FileNotFoundError):
+        htc_candidates(tmp_path / "missing.ckpt", dm.taxonomy)
