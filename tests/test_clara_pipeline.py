@@ -32,7 +32,7 @@ def test_lara_writes_results(tiny_bundle, tmp_path):
     assert len((tmp_path / "run" / "predictions.jsonl").read_text().splitlines()) == 3
 
 
-def test_clara_pseudo_labels_then_trains_and_reuses_the_artifact(tiny_bundle, tmp_path):
+def test_clara_pseudo_labels_then_trains_and_reuses_the_artifact(tiny_bundle, tmp_path, monkeypatch):
     shutil.copyfile(tiny_bundle / "sessions" / "test.jsonl", tiny_bundle / "sessions" / "valid.jsonl")  # val/loss
     overrides = ["+experiment=clara_sg", "pipeline.unlabeled.split=train", f"pipeline.artifact_dir={tmp_path / 'art'}",
                  "pipeline.retrieval.k=2", "data.batch_size=4"]
@@ -46,6 +46,12 @@ def test_clara_pseudo_labels_then_trains_and_reuses_the_artifact(tiny_bundle, tm
     records = list((tmp_path / "art").rglob("pseudo_labels.jsonl"))
     assert len(records) == 1
     before = records[0].read_bytes()
-    # second run: the finished artifact is reused as is (no LLM is even loaded)
-    run(_compose(tmp_path, *overrides, "llm.model=no-such-model"))
+    # second run, pseudo-labels only: the finished artifact is reused as is (no LLM is even loaded)
+    def no_models(*args, **kwargs):
+        raise AssertionError("a finished artifact must not load any model")
+
+    monkeypatch.setattr("mtic.pipelines.clara.build_labeler", no_models)
+    assert run(_compose(tmp_path, *overrides, "pipeline.fit=false", "pipeline.test=false")) == {}
     assert records[0].read_bytes() == before
+    again = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert again["pseudo_labels"]["precision"] == pseudo["precision"] and again["metrics"] == {}

@@ -47,6 +47,8 @@ ARTIFACT_DIR = "clara"
 RECORDS_FILE = "pseudo_labels.jsonl"
 LARA_RECORDS_FILE = "lara_records.jsonl"
 EXACT_METHODS = ("exact", SCORE_METHOD, SYMBOL_METHOD)
+PSEUDO_LABEL_REPORT = ("sessions", "kept", "kept_share", "precision", "session_statuses", "answer_statuses", "files",
+                       "llm_stats")
 
 
 def llm_summary(cfg: DictConfig) -> dict[str, Any]:
@@ -223,20 +225,24 @@ def _add_to_results(run_dir: Path, extra: dict[str, Any]) -> None:
 
 
 def _pseudo_then_train(cfg: DictConfig, fit: bool, test: bool, **stage: Any) -> dict[str, float]:
+    """Pseudo-labels, then train_test on them; with fit=false and test=false only the pseudo-labels are made."""
+    started = time.time()
     summary = pseudo_label_stage(cfg, **stage)
     run_dir = Path(cfg.paths.run_dir)
     _copy_summary(summary, run_dir)
     sessions_file = summary["files"]["sessions"]
     print(f"[mtic] pseudo-labels: kept {summary['kept']} of {summary['sessions']} sessions -> {sessions_file}")
+    report = {"llm": llm_summary(cfg), "pseudo_labels": {k: summary.get(k) for k in PSEUDO_LABEL_REPORT}}
+    if not (fit or test):
+        write_results(run_dir, cfg, {}, 0, started, extra=report)
+        return {}
     if summary["kept"] == 0:
         raise RuntimeError("no session was pseudo-labelled (see the summary): nothing to train on")
     train_cfg = copy.deepcopy(cfg)
     with open_dict(train_cfg):
         train_cfg.data.train_sessions = sessions_file
     metrics = train_test_run(train_cfg, fit=fit, test=test)
-    _add_to_results(run_dir, {"llm": llm_summary(cfg),
-                              "pseudo_labels": {k: summary.get(k) for k in (
-        "sessions", "kept", "kept_share", "precision", "session_statuses", "answer_statuses", "files", "llm_stats")}})
+    _add_to_results(run_dir, report)
     return metrics
 
 
