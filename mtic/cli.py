@@ -1,4 +1,4 @@
-"""The `mtic` command: data tools beside the Hydra entry point (`python run.py`)."""
+"""The `mtic` command: data, label, merge, export and serve tools beside the Hydra entry point (`python run.py`)."""
 from __future__ import annotations
 
 import argparse
@@ -23,6 +23,31 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     path = write_demo_bundle(args.market, Path(args.out), seed=args.seed)
     print(f"wrote the {args.market} demo bundle to {path}")
+    return 0
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    import yaml
+
+    from mtic.data.bundle import read_bundle
+    from mtic.data.errors import BundleError
+    from mtic.data.prepare import prepare
+    from mtic.data.stats import bundle_stats, stats_table
+
+    options = {}
+    for item in args.set or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise BundleError(item, "--set needs KEY=VALUE (e.g. --set valid_share=0.2)")
+        options[key.strip()] = yaml.safe_load(value)
+    for key in ("seed", "lang", "max_dialogues"):
+        if getattr(args, key, None) is not None:
+            options[key] = getattr(args, key)
+    if Path(args.out).exists() and not args.overwrite:
+        raise BundleError(args.out, "already exists; pass --overwrite to replace it")
+    path = prepare(args.source, Path(args.src), Path(args.out), overwrite=args.overwrite, **options)
+    print(stats_table([bundle_stats(read_bundle(path))]))
+    print(f"wrote the {args.source} bundle to {path} (gold labels of unlabeled.jsonl: sessions/unlabeled.gold.jsonl)")
     return 0
 
 
@@ -100,6 +125,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_cmd_demo)
 
+    prepare = data.add_parser("prepare", help="convert a public benchmark (original layout) into a bundle")
+    prepare.add_argument("source", choices=["sgd", "xsid", "banking77"])
+    prepare.add_argument("--src", required=True, help="the dataset folder in its original layout")
+    prepare.add_argument("--out", required=True, help="output bundle directory")
+    prepare.add_argument("--lang", default=None, help="xsid: language code (en, id, zh, ja, de, ...)")
+    prepare.add_argument("--seed", type=int, default=None, help="seed of every sampled choice (default 0)")
+    prepare.add_argument("--max-dialogues", type=int, default=None, help="sgd: seeded subset of the dialogues")
+    prepare.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other converter option, repeatable")
+    prepare.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    prepare.set_defaults(func=_cmd_prepare)
+
     stats = data.add_parser("stats", help="Table-1 style statistics of bundles")
     stats.add_argument("bundles", nargs="+")
     stats.set_defaults(func=_cmd_stats)
@@ -118,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("checkpoint")
     merge.add_argument("out")
     merge.set_defaults(func=_cmd_merge)
+    from mtic.deploy.cli import add_commands as add_deploy_commands
+
+    add_deploy_commands(groups)  # mtic export / mtic serve
     return parser
 
 

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from mtic.data.taxonomy import Taxonomy
 from mtic.data.views import ViewExample
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: ClassificationEncoder also serves torch-free ONNX
+    import torch
 
 IGNORE_INDEX = -100
 PAD_VALUES = {"input_ids": None, "attention_mask": 0, "labels": IGNORE_INDEX}
@@ -55,6 +56,8 @@ class PadCollator:
     passthrough: tuple[str, ...] = field(default=("session_id", "target", "turns"))
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
         batch: dict[str, Any] = {}
         for key in features[0]:
             values = [f[key] for f in features]
@@ -70,6 +73,8 @@ class PadCollator:
         return batch
 
     def _pad(self, rows: list[list[int]], value: int) -> torch.Tensor:
+        import torch
+
         width = max(len(r) for r in rows)
         out = torch.full((len(rows), width), value, dtype=torch.long)
         for k, row in enumerate(rows):

@@ -1,0 +1,33 @@
+"""Limits and switches of the HTTP service (a plain dataclass: the CLI reads its defaults without FastAPI)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Bounded input: requests beyond a limit get a 4xx with a message naming it.
+
+    `batching` gathers concurrent requests for up to `batch_wait_ms` or `batch_max_sessions` sessions into one
+    model call (throughput under load at the price of up to `batch_wait_ms` of latency).
+    """
+
+    max_turns: int = 20
+    max_chars: int = 1000
+    max_batch: int = 64
+    max_body_bytes: int = 1_000_000
+    top_k: int = 5
+    max_top_k: int = 20
+    batching: bool = False
+    batch_wait_ms: float = 5.0
+    batch_max_sessions: int = 32
+
+    def __post_init__(self) -> None:
+        for name in ("max_turns", "max_chars", "max_batch", "max_body_bytes", "top_k", "max_top_k",
+                     "batch_max_sessions"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"service setting {name} must be >= 1, got {getattr(self, name)}")
+        if self.top_k > self.max_top_k:
+            raise ValueError(f"top_k ({self.top_k}) must not exceed max_top_k ({self.max_top_k})")
+        if self.batch_wait_ms < 0:
+            raise ValueError(f"batch_wait_ms must be >= 0, got {self.batch_wait_ms}")
