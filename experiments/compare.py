@@ -1,5 +1,8 @@
 """Compare runs: `python experiments/compare.py outputs/multiruns/<experiment>/<time> [...] --out reports/`.
 
+`--wandb ENTITY/PROJECT` (repeatable) reads the same records from W&B runs instead of (or beside) local
+directories; the API key comes from the environment (WANDB_API_KEY), never from the command line.
+
 Prints Markdown tables in the paper's layout (rows = settings, columns = markets + average weighted by test
 size) and writes Markdown, CSV and a PNG bar chart per metric. Missing cells show as '–', never as zero.
 """
@@ -12,18 +15,26 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mtic.eval.compare import DEFAULT_ROW_KEYS, build_table, find_results, plot_table, to_markdown, write_csv
+from mtic.eval.wandb_records import records_from_wandb
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", help="run / multirun directories or results.json files")
+    parser.add_argument("runs", nargs="*", help="run / multirun directories or results.json files")
+    parser.add_argument("--wandb", action="append", default=[], metavar="ENTITY/PROJECT",
+                        help="read run records from a W&B project (runs logged with logger=wandb)")
+    parser.add_argument("--group", default=None, help="with --wandb: only runs of this W&B group (= experiment)")
     parser.add_argument("--metric", action="append", help="metric key(s), default test/acc")
     parser.add_argument("--rows", default=",".join(DEFAULT_ROW_KEYS), help="comma-separated result fields for rows")
     parser.add_argument("--out", default=None, help="directory for .md/.csv/.png (default: print only)")
     args = parser.parse_args(argv)
+    if not args.runs and not args.wandb:
+        parser.error("give run directories and/or --wandb ENTITY/PROJECT")
     records = find_results(args.runs)
+    for project in args.wandb:
+        records += records_from_wandb(project, filters={"group": args.group} if args.group else None)
     if not records:
-        print(f"no results.json under {args.runs}", file=sys.stderr)
+        print(f"no run records in {args.runs + args.wandb}", file=sys.stderr)
         return 1
     out = Path(args.out) if args.out else None
     if out:

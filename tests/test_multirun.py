@@ -57,3 +57,27 @@ def test_wandb_offline_logs_without_secrets(tmp_path: Path) -> None:
     logged = b"".join(p.read_bytes() for p in runs[0].rglob("*") if p.is_file())
     assert b'"llm_api_key":"***"' in logged and b'"max_new_tokens":12' in logged  # resolved config, secret masked
     assert env_key.encode() not in logged
+    # the run record rides in the W&B summary, and compare --wandb reads it back through the API
+    # offline runs keep the summary inside the binary run file: decode the JSON value that follows the key
+    at = logged.index(b"mtic_results")
+    record, _ = json.JSONDecoder().raw_decode(logged[logged.index(b"{", at):].decode("utf-8", "replace"))
+    summary = {"mtic_results": record}
+    assert record["market"] == "sg" and record["test_size"] == 3 and "config" not in record
+
+    class FakeRun:
+        path = ("me", "mtic", "run1")
+
+        def __init__(self, summary: dict) -> None:
+            self.summary = summary
+
+    class FakeApi:
+        def runs(self, path: str, filters: dict) -> list:
+            assert path == "me/mtic" and filters == {"group": "st_sg"}
+            return [FakeRun(summary), FakeRun({"_runtime": 3})]  # the second run crashed before its record
+
+    from mtic.eval.wandb_records import records_from_wandb
+
+    fetched = records_from_wandb("me/mtic", api=FakeApi(), filters={"group": "st_sg"})
+    assert len(fetched) == 1 and fetched[0]["metrics"] == record["metrics"] and fetched[0]["_path"] == "wandb:me/mtic/run1"
+    with pytest.raises(ValueError, match="ENTITY/PROJECT"):
+        records_from_wandb("just-a-project", api=FakeApi())

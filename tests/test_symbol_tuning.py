@@ -145,6 +145,17 @@ def test_run_py_writes_results(tmp_path: Path) -> None:
     assert record["target"] == "compressed" and record["backbone"] == "tiny-llama"
     assert {"test/acc", "test/unmatched", "test/acc_level1"} <= set(record["metrics"])
     assert len((results[0].parent / "predictions.jsonl").read_text().splitlines()) == 6
+    # the same checkpoint tested again with exact scoring, no training: pipeline.fit=false pipeline.checkpoint=...
+    ckpt = next(results[0].parent.rglob("*.ckpt"))
+    again = subprocess.run([*cmd[:-1], f"paths.output_dir={tmp_path / 'score'}", "pipeline.fit=false",
+                            f"pipeline.checkpoint={ckpt}", "model.decode=score"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert again.returncode == 0, again.stderr[-3000:]
+    scored = json.loads(next((tmp_path / "score").rglob("results.json")).read_text())
+    assert scored["decode"] == "score" and scored["metrics"]["test/unmatched"] == 0.0
+    missing = subprocess.run([*cmd, "pipeline.fit=false", "pipeline.checkpoint=/no/such.ckpt"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert missing.returncode == 2 and "no such checkpoint file: /no/such.ckpt" in missing.stderr
 
 
 def test_summary_target_trains_on_summaries(tiny_bundle: Path) -> None:

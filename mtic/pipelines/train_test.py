@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from mtic.config_schema import ConfigError
 from mtic.data.sources import resolve_bundle
 from mtic.eval.results import ablation_settings, redact, write_results
+from mtic.eval.wandb_records import attach_to_wandb
 
 log = logging.getLogger("mtic")
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -70,8 +71,11 @@ def _make_logger(node: DictConfig, cfg: DictConfig) -> Any:
     return instantiate(node, tags=tags)
 
 
-def run(cfg: DictConfig, fit: bool = True, test: bool = True) -> dict[str, float]:
-    """Fit, test, write `results.json` and `predictions.jsonl` in the run directory; returns the metrics."""
+def run(cfg: DictConfig, fit: bool = True, test: bool = True, checkpoint: str | None = None) -> dict[str, float]:
+    """Fit, test, write `results.json` and `predictions.jsonl` in the run directory; returns the metrics.
+
+    With fit=false, `checkpoint` (a Lightning checkpoint) is tested instead of the freshly built model.
+    """
     started = time.time()
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.run_dir)
@@ -81,7 +85,7 @@ def run(cfg: DictConfig, fit: bool = True, test: bool = True) -> dict[str, float
         trainer.fit(model, datamodule=datamodule)
     metrics: dict[str, float] = {}
     if test:
-        ckpt = _best_checkpoint(trainer) if fit else None
+        ckpt = _best_checkpoint(trainer) if fit else _existing(checkpoint)
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
         _write_predictions(run_dir, getattr(model, "test_outputs", []))
@@ -89,8 +93,18 @@ def run(cfg: DictConfig, fit: bool = True, test: bool = True) -> dict[str, float
     path = write_results(run_dir, cfg, metrics, test_size, started)
     log.info("results: %s -> %s", json.dumps(metrics), path)
     print(_summary(cfg, metrics, test_size, path))
+    attach_to_wandb(trainer.loggers, path)
     finish_loggers(trainer)
     return metrics
+
+
+def _existing(checkpoint: str | None) -> str | None:
+    if checkpoint is None:
+        return None
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"pipeline.checkpoint: no such checkpoint file: {path}")
+    return str(path)
 
 
 def _best_checkpoint(trainer: pl.Trainer) -> str | None:
