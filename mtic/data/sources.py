@@ -1,4 +1,4 @@
-"""Resolve a bundle spec from the config (`demo:sg`, a directory, ...) to a bundle directory on disk."""
+"""Resolve a bundle spec from the config (`demo:sg`, `sgd:`, `xsid:de`, a directory) to a bundle directory."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,14 +11,20 @@ DEMO_PREFIX = "demo:"
 def resolve_bundle(spec: str, cache_dir: str | Path, datasets_dir: str | Path | None = None) -> Path:
     """A bundle directory for `spec`.
 
-    `demo:<market>` builds the embedded demo bundle into the cache on first use; any other value is a path to a
-    bundle directory.
+    `demo:<market>` builds the embedded demo bundle into the cache on first use; `sgd:[key=value,...]`,
+    `xsid:<lang>[,key=value,...]` and `banking77:[key=value,...]` convert the public dataset found under
+    `datasets_dir` (original layout) into the cache on first use (see `mtic.data.prepare`); any other value is
+    a path to a bundle directory.
     """
     spec = str(spec)
     if spec.startswith(DEMO_PREFIX):
         from mtic.data.demo.build import demo_bundle_dir
 
         return demo_bundle_dir(spec[len(DEMO_PREFIX) :], cache_dir)
+    from mtic.data.prepare import cached_bundle, is_spec
+
+    if is_spec(spec):
+        return cached_bundle(spec, datasets_dir, cache_dir)
     path = Path(spec).expanduser()
     if not path.is_dir():
         raise MissingBundleFileError(path, "bundle directory not found (set market.bundle or paths.data_dir)")
