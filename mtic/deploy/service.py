@@ -31,6 +31,7 @@ from mtic.deploy.predictor import IntentClassifier, decode
 from mtic.deploy.settings import ServiceSettings
 
 log = logging.getLogger("mtic.service")
+BODY_PARSE_ERROR = "There was an error parsing the body"  # FastAPI's 400 for bodies json.loads cannot decode
 
 
 def request_model(s: ServiceSettings) -> type[BaseModel]:
@@ -87,9 +88,41 @@ def _error_message(errors: Sequence[dict[str, Any]]) -> str:
     for e in errors[:5]:
         if e.get("type") == "json_invalid":
             out.append(f"malformed JSON: {(e.get('ctx') or {}).get('error', e.get('msg'))}")
+        elif tuple(e.get("loc", ())) == ("body",) and e.get("type") in ("missing", "model_attributes_type"):
+            out.append('the body must be a JSON object such as {"queries": ["..."]}' + (
+                " (it is empty)" if e.get("type") == "missing" else ""))
         else:
             out.append(f"{_location(e.get('loc', ()))}: {str(e.get('msg', 'invalid')).removeprefix('Value error, ')}")
     return "; ".join(out) + (f" (+{len(errors) - 5} more)" if len(errors) > 5 else "")
+
+
+class BodyLimit:
+    """ASGI middleware: a JSON 413 for bodies over `max_bytes`, told by Content-Length before reading, or counted
+    while streaming (then raised as an HTTPException, which the app's handler turns into the same JSON 413)."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    def too_large(self) -> JSONResponse:
+        return JSONResponse({"error": f"request body larger than {self.max_bytes} bytes"}, status_code=413)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await self.too_large()(scope, receive, send)
+        seen = 0
+
+        async def counted() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise StarletteHTTPException(413)
+            return message
+
+        await self.app(scope, counted, send)
 
 
 class Engine:
@@ -145,8 +178,8 @@ def create_app(classifier: IntentClassifier, settings: ServiceSettings | None = 
                 await engine.batcher.stop()
             engine.executor.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title="mtic intent service", version=version, lifespan=lifespan,
-                  max_body_size=settings.max_body_bytes)
+    app = FastAPI(title="mtic intent service", version=version, lifespan=lifespan)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.state.engine = engine
 
     @app.exception_handler(RequestValidationError)
@@ -158,6 +191,9 @@ def create_app(classifier: IntentClassifier, settings: ServiceSettings | None = 
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == BODY_PARSE_ERROR:  # e.g. bytes that are not UTF-8
+            return JSONResponse({"error": "invalid request", "message": "malformed JSON: the body is not UTF-8 JSON",
+                                 "details": []}, status_code=422)
         message = (f"request body larger than {settings.max_body_bytes} bytes" if exc.status_code == 413
                    else str(exc.detail))
         return JSONResponse({"error": message}, status_code=exc.status_code, headers=getattr(exc, "headers", None))

@@ -6,6 +6,7 @@ against the training tokenizer). `ClassificationEncoder` and the selector call i
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,9 @@ class FastTokenizer:
         self._tok = Tokenizer.from_file(str(path))
         self._tok.no_padding()  # some tokenizer.json files carry a fixed padding length
         self._tok.no_truncation()
-        self.truncation_side = "right"
+        config = path.parent / "tokenizer_config.json"  # the HF tokenizer's saved default side, if any
+        saved = json.loads(config.read_text(encoding="utf-8")) if config.is_file() else {}
+        self.truncation_side = saved.get("truncation_side") or "right"
         self._truncation: tuple[int, str] | None = None
 
     def _configure(self, truncation: bool, max_length: int | None) -> None:
