@@ -34,6 +34,7 @@ def bundle_stats(bundle: Bundle) -> dict:
     taxonomy = Taxonomy.from_intents(bundle.intents)
     all_sessions = [s for split in SESSION_SPLITS for s in bundle.sessions.get(split, [])]
     share = bundle.meta.extra.get(FOLLOWUP_SHARE_KEY)
+    test = bundle.sessions.get("test")
     row = {
         "name": bundle.meta.name,
         "market": bundle.meta.market,
@@ -44,6 +45,7 @@ def bundle_stats(bundle: Bundle) -> dict:
         "single_turn_valid": sum(1 for q in bundle.single_turn if q.split == "valid"),
         "mean_turns": sum(len(s.turns) for s in all_sessions) / len(all_sessions) if all_sessions else None,
         "test_followup_share": float(share) if share is not None else None,
+        "test_nonfirst_share": sum(len(s.turns) > 1 for s in test) / len(test) if test else None,
     }
     for split in SESSION_SPLITS:
         row[f"sessions_{split}"] = len(bundle.sessions[split]) if split in bundle.sessions else None
@@ -62,9 +64,11 @@ def _cell(value: object) -> str:
     return str(value).replace("|", "\\|")
 
 
-def stats_table(rows: Sequence[dict], extra: bool = True) -> str:
-    """A Markdown table of `bundle_stats` rows in the layout of the paper's Table 1 (+ extra columns)."""
-    columns = TABLE1_COLUMNS + (EXTRA_COLUMNS if extra else ())
+def stats_table(rows: Sequence[dict], extra: bool = True,
+                columns: Sequence[tuple[str, str]] | None = None) -> str:
+    """A Markdown table of `bundle_stats` rows in the layout of the paper's Table 1 (+ extra columns), or of
+    the given (stats key, header) `columns`."""
+    columns = tuple(columns) if columns else TABLE1_COLUMNS + (EXTRA_COLUMNS if extra else ())
     lines = [
         "| " + " | ".join(header for _, header in columns) + " |",
         "|" + "|".join(":---" if key in ("market", "languages") else "---:" for key, _ in columns) + "|",
