@@ -159,3 +159,49 @@ def test_export_errors_and_options(tiny: tuple[Path, Path, dict], tmp_path: Path
     assert IntentClassifier.load(tmp_path / "fp32").texts([["a", "b"]]) == ["b"]  # last-query view
     with pytest.raises(ExportError, match="neither"):
         IntentClassifier.load(tmp_path)
+
+
+def test_selected_concat_exports_its_selector(tiny: tuple[Path, Path, dict], tmp_path: Path) -> None:
+    """selected_concat: the run's selector is exported beside the classifier and used by the ONNX predictor."""
+    from mtic.models.selector import train_selector
+
+    ckpt, _, _ = tiny
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "best.ckpt").write_bytes(ckpt.read_bytes())
+    config = yaml.safe_load((ckpt.parent.parent / ".hydra" / "config.yaml").read_text(encoding="utf-8"))
+    config["data"]["view"]["_target_"] = "mtic.data.views.SelectedConcatView"
+    (run_dir / ".hydra").mkdir()
+    (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    selector, _ = train_selector(Path(config["market"]["bundle"]), "tiny-bert", epochs=1, batch_size=4, seed=0)
+    selector.threshold = 0.0  # always pick a history query: the concatenation path is exercised
+    selector.save(run_dir / "selector")
+    card = export_checkpoint(run_dir / "checkpoints" / "best.ckpt", tmp_path / "export")
+    assert card["selector"] and card["view"]["kind"] == "selected_concat"
+    assert (tmp_path / "export" / "selector" / "selector.int8.onnx").is_file()
+    assert card["parity"]["fp32"]["input_agreement"] == 1.0 and card["parity"]["fp32"]["argmax_agreement"] == 1.0
+    onnx_clf = IntentClassifier.load(tmp_path / "export", precision="fp32")
+    torch_clf = IntentClassifier.load(run_dir / "checkpoints" / "best.ckpt")
+    sessions = [["where is my parcel", "ok", "still nothing"], ["refund not in yet"]]
+    assert onnx_clf.texts(sessions) == torch_clf.texts(sessions)
+    assert " | " in onnx_clf.texts(sessions)[0] and onnx_clf.texts(sessions)[1] == "refund not in yet"
+    assert [p.intent for p in onnx_clf.predict_batch(sessions)] == [p.intent for p in torch_clf.predict_batch(sessions)]
+
+
+def test_pipeline_export_from_hydra(tiny: tuple[Path, Path, dict], tmp_path: Path) -> None:
+    """`python run.py +experiment=baseline_naive pipeline=export pipeline.checkpoint=...` (composed in-process)."""
+    from hydra import compose, initialize_config_dir
+
+    from mtic.pipelines import run
+
+    ckpt, _, _ = tiny
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    bundle = ckpt.parent.parent.parent / "tiny"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[
+            "+experiment=baseline_naive", "pipeline=export", f"pipeline.checkpoint={ckpt}", "market.encoder=tiny-bert",
+            "pipeline.int8=false", f"paths.data_dir={bundle}", f"paths.run_dir={tmp_path / 'run'}", "logger=none",
+        ])
+    card = run(cfg)
+    assert (tmp_path / "run" / "export" / "model.onnx").is_file() and card["parity"]["split"] == "valid"
+    assert card["parity"]["fp32"]["argmax_agreement"] == 1.0 and card["experiment"] == "baseline_naive"

@@ -43,8 +43,10 @@ def add_commands(groups: Any) -> None:
                         help="the model's input view (default: from the checkpoint's run config)")
     export.add_argument("--bundle", default=None, help="bundle for the parity check (default: the run's bundle)")
     export.add_argument("--no-int8", dest="int8", action="store_false", help="skip the int8 model")
-    export.add_argument("--per-channel", action="store_true", help="int8: per-channel weight scales")
-    export.add_argument("--reduce-range", action="store_true", help="int8: 7-bit weights (CPUs without VNNI)")
+    export.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
+                        help="int8: per-channel weight scales (default on)")
+    export.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=True,
+                        help="int8: 7-bit weights, no u8s8 saturation on CPUs without VNNI (default on)")
     export.add_argument("--parity-limit", type=int, default=500, help="parity sessions (0 = all)")
     export.add_argument("--cache-dir", default=None, help="model cache (default $MTIC_CACHE or ~/.cache/mtic)")
     export.set_defaults(func=_cmd_export)

@@ -104,7 +104,7 @@ def export_onnx(module: nn.Module, path: Path, output_names: Sequence[str], voca
     return path
 
 
-def quantize_int8(src: Path, dst: Path, per_channel: bool = False, reduce_range: bool = False) -> Path:
+def quantize_int8(src: Path, dst: Path, per_channel: bool = True, reduce_range: bool = True) -> Path:
     """int8 dynamic quantisation (weights int8, activations quantised on the fly) with onnxruntime."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -161,8 +161,8 @@ def export_model(
     sessions: Sequence[Session] | None = None,
     selector: Any = None,
     int8: bool = True,
-    per_channel: bool = False,
-    reduce_range: bool = False,
+    per_channel: bool = True,
+    reduce_range: bool = True,
     opset: int = DEFAULT_OPSET,
     parity_limit: int | None = 500,
     parity_split: str = "valid",
