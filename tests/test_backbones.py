@@ -249,3 +249,18 @@ def test_gemma3_completion(model_cache: Path) -> None:
     assert prompt["input_ids"][0, 0] == tok.bos_token_id
     out = model.generate(**prompt, max_new_tokens=4, do_sample=False)
     assert "Paris" in tok.decode(out[0, prompt["input_ids"].shape[1]:])
+
+
+def test_kv_cache_argument_matches_the_installed_transformers() -> None:
+    """The cache goes in under the name the model's forward takes, and a cached step equals a full pass."""
+    import torch
+
+    from mtic.models.backbones import load_causal_lm
+    from mtic.models.kv_cache import cache_of, with_cache
+
+    model, _ = load_causal_lm("tiny-llama")
+    ids = torch.tensor([[5, 6, 7, 8]])
+    first = model(input_ids=ids[:, :3], use_cache=True)
+    step = model(input_ids=ids[:, 3:], use_cache=False, **with_cache(model, cache_of(first)))
+    full = model(input_ids=ids).logits[:, 3:]
+    assert torch.allclose(step.logits, full, atol=1e-5)

@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from mtic.models.kv_cache import cache_of, with_cache
+
 
 @torch.no_grad()
 def score_continuations(
@@ -20,7 +22,7 @@ def score_continuations(
     prompt_ids = torch.tensor([list(prompt)], dtype=torch.long, device=device)
     first = model(input_ids=prompt_ids, use_cache=True)
     next_logp = first.logits[0, -1].float().log_softmax(-1)
-    cache = first.past_key_values
+    cache = cache_of(first)
     n = len(continuations)
     lengths = torch.tensor([len(c) for c in continuations], device=device)
     width = int(lengths.max())
@@ -32,7 +34,7 @@ def score_continuations(
         cache.batch_repeat_interleave(n)
         valid = torch.arange(width, device=device)[None, :] < lengths[:, None]
         mask = torch.cat([torch.ones(n, len(prompt), dtype=torch.long, device=device), valid.long()], dim=1)
-        out = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], past_key_values=cache, use_cache=False)
+        out = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], use_cache=False, **with_cache(model, cache))
         logp = out.logits.float().log_softmax(-1)
         picked = logp.gather(-1, ids[:, 1:, None]).squeeze(-1) * valid[:, 1:]
         scores = scores + picked.sum(1)

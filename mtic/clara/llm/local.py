@@ -15,6 +15,7 @@ import torch
 
 from mtic.clara.llm.base import MODES, SCORE, LLMRequest, LLMResponse, Stats
 from mtic.models.backbones import load_causal_lm
+from mtic.models.kv_cache import cache_of, with_cache
 from mtic.models.label_scoring import score_continuations
 
 log = logging.getLogger("mtic")
@@ -183,7 +184,7 @@ class LocalLLM:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         first = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
         first_logp = first.logits[:, -1].float().log_softmax(-1)
-        cache = first.past_key_values
+        cache = cache_of(first)
         if any(getattr(layer, "is_sliding", False) for layer in getattr(cache, "layers", [])):
             return [score_continuations(self.model, p, c, self.pad_id) for p, c in zip(prompts, choices)]
         return self._score_tree(ids, mask, first_logp, cache, choices)
@@ -211,8 +212,8 @@ class LocalLLM:
                 allowed[b, offset : offset + n, width + offset : width + offset + n] = block
         dtype = next(self.model.parameters()).dtype
         bias = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
-        logits = self.model(input_ids=tokens, attention_mask=bias, position_ids=pos, past_key_values=cache,
-                            use_cache=True).logits
+        logits = self.model(input_ids=tokens, attention_mask=bias, position_ids=pos, use_cache=True,
+                            **with_cache(self.model, cache)).logits
         logp = logits.float().log_softmax(-1)
         results = []
         for b, (conts, sp) in enumerate(zip(choices, spans)):
