@@ -11,7 +11,8 @@ from typing import Any
 
 from mtic.eval.results import RESULTS_FILE
 
-DEFAULT_ROW_KEYS = ("method", "backbone", "target", "cross_lingual", "decode", "view", "prompt", "self_consistency")
+DEFAULT_ROW_KEYS = ("method", "backbone", "target", "cross_lingual", "decode", "view", "prompt", "self_consistency",
+                    "global_head", "local_chain", "label_attention")
 AVERAGE = "avg"
 MISSING = "–"
 

@@ -24,6 +24,9 @@ def redact(value: Any) -> Any:
     return value
 
 
+HTC_SWITCHES = ("global_head", "local_chain", "label_attention")  # the classifier's ablation switches
+
+
 def ablation_settings(cfg: DictConfig) -> dict[str, Any]:
     """The settings the paper's tables vary, read from the composed config."""
     model = cfg.get("model", {}) or {}
@@ -37,6 +40,7 @@ def ablation_settings(cfg: DictConfig) -> dict[str, Any]:
         "view": cfg.get("data", {}).get("view", {}).get("_target_", "").rsplit(".", 1)[-1] or None,
         "prompt": (cfg.get("prompt") or {}).get("name"),
         "self_consistency": (cfg.get("pipeline") or {}).get("self_consistency"),
+        **{switch: model.get(switch) for switch in HTC_SWITCHES},
     }
 
 

@@ -41,6 +41,79 @@ def score_continuations(
     return scores / lengths.float()
 
 
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask) of the prompts left-padded to one width."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros_like(ids)
+    for k, p in enumerate(prompts):
+        ids[k, width - len(p) :] = torch.tensor(list(p), dtype=torch.long, device=device)
+        mask[k, width - len(p) :] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def score_prompts(model: Any, prompts: Sequence[Sequence[int]], choices: Sequence[Sequence[Sequence[int]]],
+                  pad_id: int) -> list[torch.Tensor]:
+    """Mean (per-token) log-probability of each prompt's choices, for a batch of prompts.
+
+    One left-padded forward pass runs all prompts (logits only at the last position). Then all candidates of
+    all prompts run in ONE more pass over that key/value cache: each prompt's candidates are packed into one
+    row, a 4-D mask lets every candidate token see its prompt and the earlier tokens of its own candidate only
+    (a token tree), so the cache is never copied. Models with sliding-window layers (Gemma 3) fall back to
+    `score_continuations` per prompt.
+    """
+    device = next(model.parameters()).device
+    ids, mask = left_pad(prompts, pad_id, device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    first = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+    first_logp = first.logits[:, -1].float().log_softmax(-1)
+    cache = cache_of(first)
+    if any(getattr(layer, "is_sliding", False) for layer in getattr(cache, "layers", [])):
+        return [score_continuations(model, p, c, pad_id) for p, c in zip(prompts, choices)]
+    return _score_tree(model, ids, mask, first_logp, cache, choices, pad_id)
+
+
+def _score_tree(model: Any, ids: torch.Tensor, mask: torch.Tensor, first_logp: torch.Tensor, cache: Any,
+                choices: Sequence[Sequence[Sequence[int]]], pad_id: int) -> list[torch.Tensor]:
+    batch, width = ids.shape
+    device = ids.device
+    # every candidate but its last token is fed; token j of candidate c predicts token j + 1
+    spans = [[(sum(len(c) - 1 for c in conts[:j]), len(conts[j]) - 1) for j in range(len(conts))] for conts in choices]
+    length = max(1, max(sum(n for _, n in sp) for sp in spans))
+    tokens = torch.full((batch, length), pad_id, dtype=torch.long, device=device)
+    pos = torch.zeros((batch, length), dtype=torch.long, device=device)
+    allowed = torch.zeros((batch, length, width + length), dtype=torch.bool, device=device)
+    allowed[:, :, :width] = mask[:, None, :].bool()
+    steps = torch.arange(length, device=device)
+    allowed[:, steps, width + steps] = True  # every row sees itself (padding too)
+    for b, (conts, sp) in enumerate(zip(choices, spans)):
+        start_pos = int(mask[b].sum())
+        for cont, (offset, n) in zip(conts, sp):
+            if n == 0:
+                continue
+            tokens[b, offset : offset + n] = torch.tensor(list(cont[:-1]), dtype=torch.long, device=device)
+            pos[b, offset : offset + n] = start_pos + torch.arange(n, device=device)
+            block = torch.tril(torch.ones(n, n, dtype=torch.bool, device=device))
+            allowed[b, offset : offset + n, width + offset : width + offset + n] = block
+    dtype = next(model.parameters()).dtype
+    bias = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+    logits = model(input_ids=tokens, attention_mask=bias, position_ids=pos, use_cache=True,
+                   **with_cache(model, cache)).logits
+    logp = logits.float().log_softmax(-1)
+    results = []
+    for b, (conts, sp) in enumerate(zip(choices, spans)):
+        values = []
+        for cont, (offset, n) in zip(conts, sp):
+            total = first_logp[b, cont[0]]
+            if n:
+                targets = torch.tensor(list(cont[1:]), dtype=torch.long, device=device)
+                total = total + logp[b, offset : offset + n].gather(-1, targets[:, None]).sum()
+            values.append(total / len(cont))
+        results.append(torch.stack(values))
+    return results
+
+
 def label_probabilities(scores: torch.Tensor) -> torch.Tensor:
     """A probability per label from length-normalised scores (softmax)."""
     return scores.softmax(-1)

@@ -15,7 +15,7 @@ from mtic.labels.matching import OutputMatcher
 from mtic.labels.targets import LabelSet, TargetKind
 from mtic.models.backbones import load_sentence_embedder
 from mtic.models.causal_lm import LoraCausalLM
-from mtic.models.label_scoring import label_probabilities, score_continuations
+from mtic.models.label_scoring import label_probabilities, score_prompts
 
 SUMMARY = str(TargetKind.SUMMARY)
 SUMMARY_EXTRA_TOKENS = 32  # "You are asking about ... So, the intent title is" comes before the label
@@ -111,8 +111,8 @@ class SymbolTuningLM(LoraCausalLM):
     def score_labels(self, prompts: Sequence[list[int]]) -> list[tuple[str, dict[str, float]]]:
         """decode=score: the most likely label of the set for each prompt, with a probability per intent."""
         out = []
-        for prompt in prompts:
-            scores = score_continuations(self.model, prompt, self.label_answers, self.pad_token_id)
+        batch_scores = score_prompts(self.model, prompts, [self.label_answers] * len(prompts), self.pad_token_id)
+        for scores in batch_scores:
             probs = label_probabilities(scores)
             best = int(scores.argmax())
             top = {self.label_intents[i]: float(probs[i]) for i in probs.topk(min(5, len(probs))).indices.tolist()}

@@ -15,8 +15,7 @@ import torch
 
 from mtic.clara.llm.base import MODES, SCORE, LLMRequest, LLMResponse, Stats
 from mtic.models.backbones import load_causal_lm
-from mtic.models.kv_cache import cache_of, with_cache
-from mtic.models.label_scoring import score_continuations
+from mtic.models.label_scoring import left_pad, score_prompts
 
 log = logging.getLogger("mtic")
 SCORE_DECIMALS = 5
@@ -135,18 +134,9 @@ class LocalLLM:
                 out[k] = answer
         return out  # type: ignore[return-value]
 
-    def _left_pad(self, prompts: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for k, p in enumerate(prompts):
-            ids[k, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-            mask[k, width - len(p) :] = 1
-        return ids, mask
-
     @torch.no_grad()
     def _generate(self, prompts: Sequence[list[int]]) -> list[str]:
-        ids, mask = self._left_pad(prompts)
+        ids, mask = left_pad(prompts, self.pad_id)
         out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=self.max_new_tokens,
                                   do_sample=False, pad_token_id=self.pad_id, eos_token_id=self.tokenizer.eos_token_id)
         return self.tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
@@ -172,57 +162,5 @@ class LocalLLM:
         return out  # type: ignore[return-value]
 
     def score_prompts(self, prompts: Sequence[list[int]], choices: Sequence[list[list[int]]]) -> list[torch.Tensor]:
-        """Mean (per-token) log-probability of each prompt's choices.
-
-        One left-padded forward pass runs all prompts (logits only at the last position). Then all candidates
-        of all prompts run in ONE more pass over that key/value cache: each prompt's candidates are packed into
-        one row, a 4-D mask lets every candidate token see its prompt and the earlier tokens of its own
-        candidate only (a token tree), so the cache is never copied. Models with sliding-window layers fall back
-        to `score_continuations` per prompt.
-        """
-        ids, mask = self._left_pad(prompts)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        first = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
-        first_logp = first.logits[:, -1].float().log_softmax(-1)
-        cache = cache_of(first)
-        if any(getattr(layer, "is_sliding", False) for layer in getattr(cache, "layers", [])):
-            return [score_continuations(self.model, p, c, self.pad_id) for p, c in zip(prompts, choices)]
-        return self._score_tree(ids, mask, first_logp, cache, choices)
-
-    def _score_tree(self, ids: torch.Tensor, mask: torch.Tensor, first_logp: torch.Tensor, cache: Any,
-                    choices: Sequence[list[list[int]]]) -> list[torch.Tensor]:
-        batch, width = ids.shape
-        # every candidate but its last token is fed; token j of candidate c predicts token j + 1
-        spans = [[(sum(len(c) - 1 for c in conts[:j]), len(conts[j]) - 1) for j in range(len(conts))]
-                 for conts in choices]
-        length = max(1, max(sum(n for _, n in sp) for sp in spans))
-        tokens = torch.full((batch, length), self.pad_id, dtype=torch.long)
-        pos = torch.zeros((batch, length), dtype=torch.long)
-        allowed = torch.zeros((batch, length, width + length), dtype=torch.bool)
-        allowed[:, :, :width] = mask[:, None, :].bool()
-        allowed[:, torch.arange(length), width + torch.arange(length)] = True  # every row sees itself (padding too)
-        for b, (conts, sp) in enumerate(zip(choices, spans)):
-            start_pos = int(mask[b].sum())
-            for cont, (offset, n) in zip(conts, sp):
-                if n == 0:
-                    continue
-                tokens[b, offset : offset + n] = torch.tensor(cont[:-1], dtype=torch.long)
-                pos[b, offset : offset + n] = start_pos + torch.arange(n)
-                block = torch.tril(torch.ones(n, n, dtype=torch.bool))
-                allowed[b, offset : offset + n, width + offset : width + offset + n] = block
-        dtype = next(self.model.parameters()).dtype
-        bias = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
-        logits = self.model(input_ids=tokens, attention_mask=bias, position_ids=pos, use_cache=True,
-                            **with_cache(self.model, cache)).logits
-        logp = logits.float().log_softmax(-1)
-        results = []
-        for b, (conts, sp) in enumerate(zip(choices, spans)):
-            values = []
-            for cont, (offset, n) in zip(conts, sp):
-                total = first_logp[b, cont[0]]
-                if n:
-                    targets = torch.tensor(cont[1:], dtype=torch.long)
-                    total = total + logp[b, offset : offset + n].gather(-1, targets[:, None]).sum()
-                values.append(total / len(cont))
-            results.append(torch.stack(values))
-        return results
+        """Mean (per-token) log-probability of each prompt's choices (see `label_scoring.score_prompts`)."""
+        return score_prompts(self.model, prompts, choices, self.pad_id)
