@@ -28,6 +28,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_turns=args.max_turns, max_chars=args.max_chars, max_batch=args.max_batch,
         max_body_bytes=args.max_body_bytes, top_k=args.top_k, max_top_k=max(args.top_k, args.max_top_k),
         batching=args.batching, batch_wait_ms=args.batch_wait_ms, batch_max_sessions=args.batch_max_sessions,
+        infer_batch=args.infer_batch,
     )
     serve(args.model, settings, host=args.host, port=args.port, precision=args.precision, threads=args.threads,
           log_level=args.log_level)
@@ -67,5 +68,7 @@ def add_commands(groups: Any) -> None:
     serve.add_argument("--batching", action="store_true", help="micro-batch concurrent requests")
     serve.add_argument("--batch-wait-ms", type=float, default=d.batch_wait_ms, help="micro-batching: gather window")
     serve.add_argument("--batch-max-sessions", type=int, default=d.batch_max_sessions, help="micro-batching: size")
+    serve.add_argument("--infer-batch", type=int, default=d.infer_batch,
+                       help="sessions per model call (bounds activation memory)")
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=_cmd_serve)

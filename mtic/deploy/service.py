@@ -130,6 +130,7 @@ class Engine:
 
     def __init__(self, classifier: IntentClassifier, settings: ServiceSettings) -> None:
         self.classifier, self.settings = classifier, settings
+        classifier.batch_size = settings.infer_batch  # sessions per model call: bounds activation memory
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtic-infer")
         self.batcher = MicroBatcher(self._infer, self.executor, settings.batch_max_sessions,
                                     settings.batch_wait_ms) if settings.batching else None
