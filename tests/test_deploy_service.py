@@ -129,7 +129,8 @@ def test_bad_input_is_422_with_a_message(server: tuple[str, object], body: objec
 def test_malformed_and_oversized_bodies(server: tuple[str, object]) -> None:
     url, _ = server
     json_header = {"content-type": "application/json"}
-    for raw in (b'{"queries": [', b"not json", b'{"queries": ["\xff\xfe"]}', b""):
+    nested = b'{"queries": ' + b"[" * 5000 + b"]" * 5000 + b"}"  # recursion in the JSON parser
+    for raw in (b'{"queries": [', b"not json", b'{"queries": ["\xff\xfe"]}', b"", nested, b'{"top_k": 1e999}'):
         response = post(url, content=raw, headers=json_header)
         assert response.status_code == 422, (raw, response.text)
         assert response.json()["error"] == "invalid request"
