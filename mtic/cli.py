@@ -27,11 +27,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    import yaml
-
     from mtic.data.bundle import read_bundle
     from mtic.data.errors import BundleError
-    from mtic.data.prepare import prepare
+    from mtic.data.prepare import option_value, prepare
     from mtic.data.stats import bundle_stats, stats_table
 
     options = {}
@@ -39,7 +37,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
             raise BundleError(item, "--set needs KEY=VALUE (e.g. --set valid_share=0.2)")
-        options[key.strip()] = yaml.safe_load(value)
+        options[key.strip()] = option_value(args.source, key.strip(), value, item)
     for key in ("seed", "lang", "max_dialogues"):
         if getattr(args, key, None) is not None:
             options[key] = getattr(args, key)

@@ -29,6 +29,7 @@ def test_parse_spec() -> None:
     assert parse_spec("sgd:max_dialogues=1500, test_share=0.2") == ("sgd", SGDOptions(max_dialogues=1500, test_share=0.2))
     assert parse_spec("xsid:de,seed=2") == ("xsid", XSIDOptions(lang="de", seed=2))
     assert parse_spec("sgd:max_dialogues=null")[1].max_dialogues is None
+    assert parse_spec("xsid:lang=no")[1].lang == "no"  # string options are not YAML-parsed (no -> False)
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -38,6 +39,7 @@ def test_parse_spec() -> None:
     ("sgd:max_dialogues=abc", r"max_dialogues must be an integer"),
     ("sgd:valid_share=0.5,test_share=0.5", r"must leave dialogues for training"),
     ("banking77:valid_share=x", r"valid_share must be a number"),
+    ("xsid:de,seed=1.5", r"seed must be an integer"),
 ])
 def test_bad_specs(spec: str, message: str) -> None:
     with pytest.raises(BundleError, match=message):

@@ -62,8 +62,19 @@ def is_spec(spec: str) -> bool:
     return str(spec).split(":", 1)[0] in CONVERTERS and ":" in str(spec)
 
 
+def option_value(name: str, key: str, text: str, where: str) -> Any:
+    """A converter option from text: kept as is for string options (`lang=no`), else a YAML scalar (1500, null)."""
+    if isinstance(getattr(CONVERTERS[name].options(), key, None), str):
+        return text.strip()
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise BundleError(where, f"option {key}: cannot read the value {text!r}") from None
+
+
 def parse_spec(spec: str) -> tuple[str, Any]:
-    """`xsid:de,seed=1` -> ("xsid", XSIDOptions(lang="de", seed=1)); values are YAML scalars (1500, null, true)."""
+    """`xsid:de,seed=1` -> ("xsid", XSIDOptions(lang="de", seed=1)); a bare value sets the source's positional
+    option (xsid: lang)."""
     name, _, rest = str(spec).partition(":")
     if name not in CONVERTERS:
         raise BundleError(spec, f"unknown source '{name}' (known: {', '.join(CONVERTERS)})")
@@ -76,10 +87,7 @@ def parse_spec(spec: str) -> tuple[str, Any]:
                 raise BundleError(spec, f"'{item}' is not key=value (the {name} source takes key=value options only)")
             raw[converter.positional] = item
             continue
-        try:
-            raw[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise BundleError(spec, f"option {key.strip()}: cannot read the value {value!r}") from None
+        raw[key.strip()] = option_value(name, key.strip(), value, str(spec))
     return name, options_from(converter.options, raw, str(spec))
 
 

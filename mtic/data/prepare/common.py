@@ -85,10 +85,12 @@ def options_from(cls: type, raw: Mapping[str, Any], where: str) -> Any:
         default = getattr(defaults, key)
         if isinstance(default, bool) and not isinstance(value, bool):
             raise BundleError(where, f"option {key} must be true or false, got {value!r}")
-        if isinstance(default, (int, float)) and not isinstance(default, bool) and value is not None:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise BundleError(where, f"option {key} must be a number, got {value!r}")
-            value = float(value) if isinstance(default, float) else value
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            wanted = float if isinstance(default, float) else int
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (wanted is int and value != int(value)):
+                raise BundleError(where, f"option {key} must be {'a number' if wanted is float else 'an integer'}, "
+                                         f"got {value!r}")
+            value = wanted(value)
         if isinstance(default, str) and not isinstance(value, str):
             value = str(value)
         clean[key] = value

@@ -11,7 +11,8 @@ gzipped (`*.json.gz`).
   `FindMovies (Media)`. Turns with no active intent map to the one `NONE` intent (path `NONE > NONE`).
 - A turn's intent is the `active_intent` of its frames. Several active frames (a domain switch, ~5 % of user
   turns) are tie-broken by: (1) the frame with an INFORM_INTENT action (the intent the user just stated),
-  (2) else the frame continuing the previous user turn's intent, (3) else the first service name in sorted order.
+  (2) else the frame continuing the previous user turn's intent, (3) else any active frame; the remaining tie
+  goes to the service name that sorts first.
 - Single-turn data = user turns whose chosen frame has INFORM_INTENT (self-contained queries), from the
   train dialogues (split train) and the valid dialogues (split valid); never from test dialogues.
 - Splits: every dialogue of every split is pooled (ids `<split>/<dialogue_id>`), optionally subsampled to
