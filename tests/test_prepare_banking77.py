@@ -55,6 +55,11 @@ def test_errors(tmp_path: Path) -> None:
         build(src, Banking77Options(**SMALL))
 
 
+def test_repository_layout_is_found(tmp_path: Path) -> None:
+    shutil.copytree(FIXTURE, tmp_path / "b77" / "banking_data")
+    assert build(tmp_path / "b77", Banking77Options(**SMALL)) == build(FIXTURE, Banking77Options(**SMALL))
+
+
 @pytest.mark.datasets
 def test_real_banking77() -> None:
     if not SHARED.is_dir():

@@ -79,6 +79,12 @@ def test_errors(tmp_path: Path) -> None:
     assert bundle.meta.extra["skipped_empty_texts"] == 1
 
 
+def test_repository_layout_is_found(tmp_path: Path) -> None:
+    shutil.copytree(FIXTURE, tmp_path / "xsid" / "data" / "xSID-0.7")
+    opts = XSIDOptions(lang="de", n_train=5, n_unlabeled=5, n_valid=2)
+    assert build(tmp_path / "xsid", opts) == build(FIXTURE, opts)
+
+
 @pytest.mark.datasets
 def test_real_xsid_languages() -> None:
     if not SHARED.is_dir():
