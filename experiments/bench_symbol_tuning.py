@@ -20,13 +20,13 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtic.data.datamodule import MTICDataModule  # noqa: E402
-from mtic.data.encoding import IGNORE_INDEX, PadCollator  # noqa: E402
-from mtic.data.sources import resolve_bundle  # noqa: E402
-from mtic.data.views import ChatView  # noqa: E402
-from mtic.labels.targets import LabelSet  # noqa: E402
-from mtic.models.backbones import cache_root  # noqa: E402
-from mtic.models.symbol_tuning import SymbolTuningLM  # noqa: E402
+from mtic.data.datamodule import MTICDataModule
+from mtic.data.encoding import IGNORE_INDEX, PadCollator
+from mtic.data.sources import resolve_bundle
+from mtic.data.views import ChatView
+from mtic.labels.targets import LabelSet
+from mtic.models.backbones import cache_root
+from mtic.models.symbol_tuning import SymbolTuningLM
 
 
 def fastchat_loss(model: SymbolTuningLM, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -80,7 +80,7 @@ def test_missing_required_key() -> None:
 
 def test_cli_prints_resolved_config() -> None:
     out = subprocess.run(
-        [sys.executable, "run.py", "--cfg", "job", "+experiment=st_sg"], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "run.py", "--cfg", "job", "+experiment=st_sg"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
     )
     assert out.returncode == 0, out.stderr
     assert "experiment: st_sg" in out.stdout and "smollm2-135m" in out.stdout
@@ -89,7 +89,7 @@ def test_cli_prints_resolved_config() -> None:
 def test_cli_rejects_bad_value_with_one_line() -> None:
     out = subprocess.run(
         [sys.executable, "run.py", "+experiment=st_sg", "model.history=psychic", "paths.output_dir=/tmp/mtic-test-out"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
     )
     assert out.returncode == 2
     assert "'model.history' is 'psychic'; allowed values: rollout, gold, none" in out.stderr

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-import shutil
-import tempfile
 from pathlib import Path
 
 from mtic.data import craft
-from mtic.data.bundle import BUNDLE_FILE, Bundle, write_bundle
+from mtic.data.bundle import Bundle, write_bundle
+from mtic.data.bundle_cache import build_once
 from mtic.data.craft import DEFAULT_EVAL_FOLLOWUP_SHARE, TransitionModel, craft_splits, followup_share
 from mtic.data.schema import BundleMeta, Intent, Session, SingleTurnQuery
 
@@ -44,7 +42,7 @@ def _read_json(path: Path) -> dict:
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: malformed JSON ({err.msg} at line {err.lineno})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object")
+        raise ValueError(f"{path}: expected a JSON object")  # noqa: TRY004 (bad file content, not a bad argument)
     return data
 
 
@@ -202,19 +200,4 @@ def write_demo_bundle(code: str, out_dir: str | Path, overwrite: bool = False, *
 def demo_bundle_dir(code: str, cache_dir: str | Path, **kw) -> Path:
     """`<cache>/bundles/demo-<code>-v<version>`, built on first use (temp dir + atomic rename)."""
     target = Path(cache_dir).expanduser() / CACHE_SUBDIR / f"demo-{code}-v{demo_version(code, **kw)}"
-    if (target / BUNDLE_FILE).is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        built = write_demo_bundle(code, staging / "bundle", **kw)
-        if target.exists() and not (target / BUNDLE_FILE).is_file():
-            shutil.rmtree(target)  # a foreign, incomplete directory under our name
-        try:
-            os.replace(built, target)
-        except OSError:
-            if not (target / BUNDLE_FILE).is_file():  # not a concurrent builder that won the race
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return build_once(target, lambda staging: write_demo_bundle(code, staging / "bundle", **kw))

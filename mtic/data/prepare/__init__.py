@@ -14,9 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
@@ -27,6 +24,7 @@ import yaml
 from mtic.data import bundle as bundle_module
 from mtic.data import craft
 from mtic.data.bundle import BUNDLE_FILE, write_bundle
+from mtic.data.bundle_cache import build_once
 from mtic.data.craft import write_unlabeled_gold
 from mtic.data.errors import BundleError
 from mtic.data.prepare import banking77, common, sgd, transitions, xsid
@@ -148,20 +146,12 @@ def cached_bundle(spec: str, datasets_dir: str | Path | None, cache_dir: str | P
     if (target / BUNDLE_FILE).is_file():
         return target
     log.info("building the %s bundle from %s into %s (first use)", spec, src, target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+
+    def build_into(staging: Path) -> Path:
         bundle, gold = build(name, src, options)
         built = write_bundle(bundle, staging / "bundle")
         if gold:
             write_unlabeled_gold(built, gold)
-        if target.exists() and not (target / BUNDLE_FILE).is_file():
-            shutil.rmtree(target)  # a foreign, incomplete directory under our name
-        try:
-            os.replace(built, target)
-        except OSError:
-            if not (target / BUNDLE_FILE).is_file():  # not a concurrent builder that won the race
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+        return built
+
+    return build_once(target, build_into)
