@@ -116,3 +116,39 @@ def test_labeler_reads_answers_without_crashing():
 def test_template_needs_name_and_text():
     with pytest.raises(ValueError):
         PromptTemplate.from_config({"name": "x"})
+
+
+def _render_script():
+    import importlib.util
+    import sys
+
+    if "render_prompts" in sys.modules:
+        return sys.modules["render_prompts"]
+    path = PROMPT_DIR.parents[1] / "experiments" / "render_prompts.py"
+    spec = importlib.util.spec_from_file_location("render_prompts", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["render_prompts"] = module  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def test_render_script_shows_session_and_demos_and_hides_labels_when_symbolic(tiny_bundle):
+    script = _render_script()
+    rendering = script.render_examples(k=2, max_demos=3, overrides=[f"paths.data_dir={tiny_bundle}",
+                                                                    "market.encoder=tiny-bert"])
+    session = rendering.session
+    assert len(session.turns) >= 2 and rendering.demos
+    assert [ex.variant for ex in rendering.examples] == list(VARIANTS)
+    for ex in rendering.examples:
+        text = ex.prompt_text
+        assert session.queries[-1] in text
+        for demo in rendering.demos:
+            assert demo.text in text
+        demo_labels = {ex.labels[d.intent] for d in rendering.demos}
+        if ex.variant == "p_symbolic":
+            assert not [label for label in demo_labels if label in text]
+            assert ex.score_answer["method"] == "score" and ex.generate_answers[1][1]["method"] == "symbol"
+        else:
+            assert all(label in text for label in demo_labels)
+    report = script.to_markdown(rendering, "cmd")
+    assert report.count("```text") == len(VARIANTS)

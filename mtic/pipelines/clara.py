@@ -26,7 +26,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mtic.clara.labeler import SCORE_METHOD, SYMBOL_METHOD, SessionLabeler
-from mtic.clara.llm import build_llm
+from mtic.clara.llm import LLMBackend, build_llm
 from mtic.clara.prompts import load_prompt
 from mtic.clara.pseudo_label import Outputs, pseudo_label, recover
 from mtic.clara.retrieval import DemoIndex, Retriever
@@ -90,13 +90,9 @@ def _labels(cfg: DictConfig, taxonomy: Taxonomy) -> Any:
     return instantiate(cfg.labels, taxonomy=taxonomy)
 
 
-def build_labeler(cfg: DictConfig, bundle: Bundle, taxonomy: Taxonomy, retrieval: Mapping[str, Any],
-                  matcher: Mapping[str, Any] | None, n_orders: int, rule: str, seed: int) -> SessionLabeler:
-    """Embedder + demo index + retriever, prompt template, labels and matcher, LLM backend (cached)."""
-    from mtic.models.backbones import load_sentence_embedder
-
-    labels = _labels(cfg, taxonomy)
-    embedder = load_sentence_embedder(retrieval["embedder"], cfg.paths.cache_dir)
+def build_retriever(bundle: Bundle, taxonomy: Taxonomy, retrieval: Mapping[str, Any], embedder: Any,
+                    cache_dir: str) -> Retriever:
+    """The demo index over the labelled single-turn queries and the session retriever (`pipeline.retrieval`)."""
     queries = bundle.require_single_turn(retrieval.get("single_turn_split") or None)
     index = DemoIndex.from_queries(queries, embedder.encode, doc_kind=retrieval.get("doc_kind", "query"))
     candidates = retrieval.get("candidates") or None
@@ -104,15 +100,28 @@ def build_labeler(cfg: DictConfig, bundle: Bundle, taxonomy: Taxonomy, retrieval
     if candidates and candidates.get("checkpoint"):
         from mtic.clara.candidates import htc_candidates
 
-        proposer = htc_candidates(candidates["checkpoint"], taxonomy, cfg.paths.cache_dir,
-                                  top_k=int(candidates.get("n", 3)))
-    retriever = Retriever(
+        proposer = htc_candidates(candidates["checkpoint"], taxonomy, cache_dir, top_k=int(candidates.get("n", 3)))
+    return Retriever(
         index, embedder.encode, k=int(retrieval.get("k", 5)), max_demos=int(retrieval.get("max_demos", 10)),
         history_weight=float(retrieval.get("history_weight", 1.0)), candidates=proposer,
         n_candidates=int((candidates or {}).get("n", 3)),
         demos_per_candidate=int((candidates or {}).get("demos_each", 2)),
     )
-    llm = build_llm(**_require(cfg, "llm"))
+
+
+def build_labeler(cfg: DictConfig, bundle: Bundle, taxonomy: Taxonomy, retrieval: Mapping[str, Any],
+                  matcher: Mapping[str, Any] | None, n_orders: int, rule: str, seed: int,
+                  llm: LLMBackend | None = None, embedder: Any = None) -> SessionLabeler:
+    """Embedder + demo index + retriever, prompt template, labels and matcher, LLM backend (cached).
+
+    `llm` / `embedder` replace the configured ones (experiments/render_prompts.py renders without an LLM)."""
+    from mtic.models.backbones import load_sentence_embedder
+
+    labels = _labels(cfg, taxonomy)
+    if embedder is None:
+        embedder = load_sentence_embedder(retrieval["embedder"], cfg.paths.cache_dir)
+    retriever = build_retriever(bundle, taxonomy, retrieval, embedder, cfg.paths.cache_dir)
+    llm = llm if llm is not None else build_llm(**_require(cfg, "llm"))
     options = dict(matcher or {})
     embed = embedder if options.pop("embedding", False) else None  # the embedding step of the output matcher
     return SessionLabeler(retriever, load_prompt(cfg.prompt), labels.as_dict(), llm,

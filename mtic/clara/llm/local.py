@@ -25,6 +25,24 @@ AUTO, EOS, NEWLINE, NO_END = "auto", "eos", "newline", "none"
 ANSWER_ENDS = (AUTO, EOS, NEWLINE, NO_END)
 
 
+def resolve_answer_end(answer_end: str, chat_template: bool) -> str:
+    """`auto` = eos with the chat template, newline without; other values as given."""
+    return answer_end if answer_end != AUTO else (EOS if chat_template else NEWLINE)
+
+
+def plain_prompt_text(request: LLMRequest) -> str:
+    """The prompt without a chat template: system, a blank line, user, a newline, then the answer prefix."""
+    return (f"{request.system}\n\n" if request.system else "") + f"{request.user}\n" + request.answer_prefix
+
+
+def choice_texts(request: LLMRequest, answer_end: str) -> list[str]:
+    """Every candidate answer as the text that continues the prompt in score mode (before tokenisation; with
+    `answer_end` eos the end-of-sequence token follows it)."""
+    space = "" if not request.answer_prefix or request.answer_prefix[-1].isspace() else " "
+    tail = "\n" if answer_end == NEWLINE else ""
+    return [space + choice + tail for choice in request.choices]
+
+
 class LocalLLM:
     """A causal LM answering prompts in batches (see the module docstring).
 
@@ -67,7 +85,7 @@ class LocalLLM:
         self.dtype = dtype
         self.model, self.tokenizer = load_causal_lm(model, cache_dir=cache_dir, dtype=dtype)
         self.use_chat_template = bool(chat_template and getattr(self.tokenizer, "chat_template", None))
-        self.answer_end = answer_end if answer_end != AUTO else (EOS if self.use_chat_template else NEWLINE)
+        self.answer_end = resolve_answer_end(answer_end, self.use_chat_template)
         self.stats = Stats()
 
     # -- cache identity ------------------------------------------------------------------------------
@@ -91,9 +109,8 @@ class LocalLLM:
     def prompt_text(self, request: LLMRequest) -> str:
         if self.use_chat_template:
             text = self.tokenizer.apply_chat_template(request.messages(), tokenize=False, add_generation_prompt=True)
-        else:
-            text = (f"{request.system}\n\n" if request.system else "") + f"{request.user}\n"
-        return text + request.answer_prefix
+            return text + request.answer_prefix
+        return plain_prompt_text(request)
 
     def prompt_ids(self, request: LLMRequest) -> list[int]:
         text = self.prompt_text(request)
@@ -105,12 +122,10 @@ class LocalLLM:
 
     def choice_ids(self, request: LLMRequest) -> list[list[int]]:
         """Token ids of every candidate answer as it would continue the prompt, with its end marker."""
-        space = "" if not request.answer_prefix or request.answer_prefix[-1].isspace() else " "
-        tail = "\n" if self.answer_end == NEWLINE else ""
         eos = self.tokenizer.eos_token_id
         out = []
-        for choice in request.choices:
-            ids = self.tokenizer(space + choice + tail, add_special_tokens=False)["input_ids"]
+        for text in choice_texts(request, self.answer_end):
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             if self.answer_end == EOS and eos is not None:
                 ids = ids + [eos]
             out.append(ids or [self.pad_id])
