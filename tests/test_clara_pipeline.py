@@ -41,6 +41,7 @@ def test_clara_pseudo_labels_then_trains_and_reuses_the_artifact(tiny_bundle, tm
     record = json.loads((tmp_path / "run" / "results.json").read_text())
     pseudo = record["pseudo_labels"]
     assert pseudo["sessions"] == 2 and pseudo["precision"]["n_gold"] == 2  # labelled input: gold = own labels
+    assert record["metrics"]["pseudo/precision_without_sc"] == pseudo["precision"]["without_sc"]
     assert record["self_consistency"] == "unanimous" and record["llm"]["model"] == "tiny-llama"
     assert (tmp_path / "run" / "pseudo_labels.summary.md").is_file()
     records = list((tmp_path / "art").rglob("pseudo_labels.jsonl"))
@@ -54,4 +55,6 @@ def test_clara_pseudo_labels_then_trains_and_reuses_the_artifact(tiny_bundle, tm
     assert run(_compose(tmp_path, *overrides, "pipeline.fit=false", "pipeline.test=false")) == {}
     assert records[0].read_bytes() == before
     again = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert again["pseudo_labels"]["precision"] == pseudo["precision"] and again["metrics"] == {}
+    assert again["pseudo_labels"]["precision"] == pseudo["precision"]
+    assert again["metrics"]["pseudo/kept_share"] == pseudo["kept_share"]  # pseudo-label figures only, no test/
+    assert not any(k.startswith("test/") for k in again["metrics"])

@@ -222,12 +222,22 @@ def _copy_summary(summary: dict[str, Any], run_dir: Path) -> None:
             shutil.copyfile(src, run_dir / src.name)
 
 
-def _add_to_results(run_dir: Path, extra: dict[str, Any]) -> None:
+def pseudo_label_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """The pseudo-label figures as metrics (`pseudo/...`), so `compare.py --metric` tables them (Table 4)."""
+    metrics = {"pseudo/kept_share": summary.get("kept_share")}
+    precision = summary.get("precision") or {}
+    metrics["pseudo/precision_without_sc"] = precision.get("without_sc")
+    metrics["pseudo/precision_with_sc"] = precision.get("with_sc")
+    return {k: float(v) for k, v in metrics.items() if v is not None}
+
+
+def _add_to_results(run_dir: Path, extra: dict[str, Any], metrics: dict[str, float] | None = None) -> None:
     path = run_dir / RESULTS_FILE
     if not path.is_file():
         return
     record = json.loads(path.read_text(encoding="utf-8"))
     record.update(extra)
+    record.setdefault("metrics", {}).update(metrics or {})
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
     os.replace(tmp, path)
@@ -243,7 +253,7 @@ def _pseudo_then_train(cfg: DictConfig, fit: bool, test: bool, **stage: Any) -> 
     print(f"[mtic] pseudo-labels: kept {summary['kept']} of {summary['sessions']} sessions -> {sessions_file}")
     report = {"llm": llm_summary(cfg), "pseudo_labels": {k: summary.get(k) for k in PSEUDO_LABEL_REPORT}}
     if not (fit or test):
-        write_results(run_dir, cfg, {}, 0, started, extra=report)
+        write_results(run_dir, cfg, pseudo_label_metrics(summary), 0, started, extra=report)
         return {}
     if summary["kept"] == 0:
         raise RuntimeError("no session was pseudo-labelled (see the summary): nothing to train on")
@@ -251,7 +261,7 @@ def _pseudo_then_train(cfg: DictConfig, fit: bool, test: bool, **stage: Any) -> 
     with open_dict(train_cfg):
         train_cfg.data.train_sessions = sessions_file
     metrics = train_test_run(train_cfg, fit=fit, test=test)
-    _add_to_results(run_dir, report)
+    _add_to_results(run_dir, report, pseudo_label_metrics(summary))
     return metrics
 
 
