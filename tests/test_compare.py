@@ -31,3 +31,10 @@ def test_weighted_average_and_missing_cells(tmp_path: Path) -> None:
     assert (tmp_path / "t.csv").read_text().splitlines()[2].startswith("original,,0.700000")
     plot_table(table, tmp_path / "t.png")
     assert (tmp_path / "t.png").stat().st_size > 1000
+
+
+def test_legend_labels_name_every_setting_but_the_first() -> None:
+    from mtic.eval.compare import row_label
+
+    assert row_label(("method", "global_head"), ("naive_concat", False)) == "naive_concat, global_head=False"
+    assert row_label(("target",), ("compressed",)) == "compressed"

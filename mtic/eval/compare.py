@@ -91,6 +91,12 @@ def write_csv(table: Table, path: Path) -> None:
             writer.writerow([*row, *("" if v is None else f"{v:.6f}" for v in values)])
 
 
+def row_label(keys: Sequence[str], row: tuple) -> str:
+    """A legend entry: the first key's value alone, the others as key=value (`naive_concat, global_head=False`)."""
+    parts = [str(row[0])] + [f"{k}={v}" for k, v in zip(keys[1:], row[1:])]
+    return ", ".join(parts)
+
+
 def plot_table(table: Table, path: Path, scale: float = 100.0) -> None:
     """Grouped bar chart: one group per market (+ weighted average), one bar per row; missing bars are absent."""
     import matplotlib
@@ -109,10 +115,10 @@ def plot_table(table: Table, path: Path, scale: float = 100.0) -> None:
             if value is not None:
                 xs.append(c + k * width)
                 ys.append(value * scale)
-        ax.bar(xs, ys, width=width, label=" / ".join(str(x) for x in row))
+        ax.bar(xs, ys, width=width, label=row_label(table.row_keys, row))
     ax.set_xticks([c + width * (len(rows) - 1) / 2 for c in range(len(columns))], columns)
     ax.set_ylabel(table.metric + (" (%)" if scale == 100 else ""))
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
