@@ -261,6 +261,7 @@ def _pseudo_then_train(cfg: DictConfig, fit: bool, test: bool, **stage: Any) -> 
     with open_dict(train_cfg):
         train_cfg.data.train_sessions = sessions_file
     metrics = train_test_run(train_cfg, fit=fit, test=test)
+    report["wall_time_s"] = round(time.time() - started, 2)  # pseudo-labelling included
     _add_to_results(run_dir, report, pseudo_label_metrics(summary))
     return metrics
 
