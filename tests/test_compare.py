@@ -38,3 +38,13 @@ def test_legend_labels_name_every_setting_but_the_first() -> None:
 
     assert row_label(("method", "global_head"), ("naive_concat", False)) == "naive_concat, global_head=False"
     assert row_label(("target",), ("compressed",)) == "compressed"
+
+
+def test_rows_follow_the_papers_method_order(tmp_path: Path) -> None:
+    for k, method in enumerate(["htc_supervised", "clara", "single_turn", "aaa_custom", "naive_concat"]):
+        run = tmp_path / method
+        run.mkdir()
+        (run / "results.json").write_text(json.dumps({"market": "sg", "method": method, "test_size": 10,
+                                                      "metrics": {"test/acc": 0.1 * k}}), encoding="utf-8")
+    table = build_table(find_results([tmp_path]), row_keys=("method",))
+    assert [r[0] for r in table.rows()] == ["single_turn", "naive_concat", "clara", "htc_supervised", "aaa_custom"]

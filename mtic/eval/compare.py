@@ -14,6 +14,8 @@ from mtic.eval.results import RESULTS_FILE
 DEFAULT_ROW_KEYS = ("method", "backbone", "target", "cross_lingual", "decode", "view", "prompt", "self_consistency",
                     "global_head", "local_chain", "label_attention")
 AVERAGE = "avg"
+METHOD_ORDER = ("single_turn", "naive_concat", "selective_concat", "symbol_tuning", "lara", "lara_pl", "clara",
+                "htc_supervised")  # Table 3's order
 MISSING = "–"
 
 
@@ -27,7 +29,12 @@ class Table:
     cells: dict[tuple, dict[str, tuple[float, int]]] = field(default_factory=dict)
 
     def rows(self) -> list[tuple]:
-        return sorted(self.cells, key=lambda r: tuple(str(x) for x in r))
+        """Rows in the paper's order of methods (baselines, LLM methods, upper bound), then by their values."""
+        def key(row: tuple) -> tuple:
+            rank = dict(zip(self.row_keys, row)).get("method")
+            return (METHOD_ORDER.index(rank) if rank in METHOD_ORDER else len(METHOD_ORDER), *map(str, row))
+
+        return sorted(self.cells, key=key)
 
     def average(self, row: tuple) -> float | None:
         """Mean of the row's values weighted by each market's test size (None when the row is empty)."""
