@@ -85,7 +85,8 @@ def to_markdown(table: Table, scale: float = 100.0) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table.rows():
         values = [_fmt(table.value(row, m), scale) for m in table.markets] + [_fmt(table.average(row), scale)]
-        lines.append("| " + " | ".join([*(str(x) for x in row), *values]) + " |")
+        settings = ["" if x is None else str(x) for x in row]  # a setting that does not apply to this row
+        lines.append("| " + " | ".join([*settings, *values]) + " |")
     return "\n".join(lines)
 
 
