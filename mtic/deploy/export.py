@@ -41,7 +41,7 @@ from mtic.deploy.artifact import (
     write_json,
 )
 from mtic.deploy.parity import parity_report
-from mtic.deploy.run_context import bundle_path, checkpoint_context, selector_for
+from mtic.deploy.run_context import bundle_path, load_for_serving
 
 log = logging.getLogger("mtic")
 DEFAULT_OPSET = 17
@@ -267,15 +267,7 @@ def export_checkpoint(
     **options: Any,
 ) -> dict[str, Any]:
     """Export an HTC checkpoint; the view and bundle default to those of the checkpoint's run config."""
-    from mtic.models.htc import HTC
-
-    context = checkpoint_context(checkpoint)
-    spec = ViewSpec(view) if isinstance(view, str) else (view or context.view)
-    if spec is None:
-        raise ExportError(f"{checkpoint}: no run config (<run dir>/.hydra/config.yaml) tells the view this model "
-                          f"was trained with; pass --view last_query | naive_concat | selected_concat")
-    model = HTC.from_checkpoint(checkpoint, cache_dir=cache_dir)
-    selector = selector_for(context) if spec.kind == "selected_concat" else None
+    context, spec, model, selector = load_for_serving(checkpoint, view, cache_dir)
     meta: dict[str, Any] = {"market": context.market, "languages": context.languages, "experiment": context.experiment}
     sessions = None
     bundle = bundle or context.bundle

@@ -115,17 +115,11 @@ class IntentClassifier:
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, view: str | ViewSpec | None = None, threads: int | None = None,
                         top_k: int = 5, cache_dir: str | None = None) -> IntentClassifier:
-        from mtic.deploy.run_context import checkpoint_context, selector_for
+        from mtic.deploy.run_context import load_for_serving
         from mtic.deploy.runtime import TorchClassifier
-        from mtic.models.htc import HTC, leaf_paths
+        from mtic.models.htc import leaf_paths
 
-        context = checkpoint_context(checkpoint)
-        spec = ViewSpec(view) if isinstance(view, str) else (view or context.view)
-        if spec is None:
-            raise ExportError(f"{checkpoint}: no run config next to the checkpoint tells its view; "
-                              f"pass view='last_query' | 'naive_concat' | 'selected_concat'")
-        model = HTC.from_checkpoint(checkpoint, cache_dir=cache_dir)
-        selector = selector_for(context) if spec.kind == "selected_concat" else None
+        context, spec, model, selector = load_for_serving(checkpoint, view, cache_dir)
         card = {"source_checkpoint": str(checkpoint), "backbone": model.hparams.backbone, "market": context.market,
                 "intents": len(model.taxonomy), "view": asdict(spec), "precision": TorchClassifier.precision}
         return cls(TorchClassifier(model, threads), spec.build(selector), model.taxonomy, model.leaf_intents,

@@ -23,7 +23,15 @@ from pathlib import Path
 
 from mtic.data.bundle import Bundle
 from mtic.data.errors import BundleError, MissingBundleFileError
-from mtic.data.prepare.common import craft_from_pools, holdout_split, nonfirst_share, read_text, sentence, split_words
+from mtic.data.prepare.common import (
+    check_craft_options,
+    craft_from_pools,
+    holdout_split,
+    nonfirst_share,
+    read_text,
+    sentence,
+    split_words,
+)
 from mtic.data.prepare.transitions import SGD, load_transitions
 from mtic.data.schema import BundleMeta, Intent, Session, SingleTurnQuery
 
@@ -49,12 +57,7 @@ class Banking77Options:
     transitions: str = SGD
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.valid_share < 1.0:
-            raise ValueError(f"valid_share must be in [0, 1), got {self.valid_share!r}")
-        for name in ("n_train", "n_unlabeled", "n_valid", "n_test"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        check_craft_options(self)
 
 
 def data_dir(src: Path) -> Path:

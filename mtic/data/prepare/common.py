@@ -100,6 +100,19 @@ def options_from(cls: type, raw: Mapping[str, Any], where: str) -> Any:
         raise BundleError(where, str(err)) from None
 
 
+CRAFT_COUNTS = ("n_train", "n_unlabeled", "n_valid", "n_test")
+
+
+def check_craft_options(options: Any) -> None:
+    """`valid_share` in [0, 1) and the session counts non-negative integers (None allowed), else ValueError."""
+    if not 0.0 <= options.valid_share < 1.0:
+        raise ValueError(f"valid_share must be in [0, 1), got {options.valid_share!r}")
+    for name in CRAFT_COUNTS:
+        value = getattr(options, name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+
+
 def holdout_split(
     queries: Mapping[str, Sequence[str]], share: float, rng_key: str, min_train: int = 1
 ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:

@@ -26,7 +26,15 @@ from pathlib import Path
 
 from mtic.data.bundle import Bundle
 from mtic.data.errors import BundleError, MissingBundleFileError
-from mtic.data.prepare.common import craft_from_pools, holdout_split, nonfirst_share, read_text, sentence, split_words
+from mtic.data.prepare.common import (
+    check_craft_options,
+    craft_from_pools,
+    holdout_split,
+    nonfirst_share,
+    read_text,
+    sentence,
+    split_words,
+)
 from mtic.data.prepare.transitions import SGD, load_transitions
 from mtic.data.schema import BundleMeta, Intent, Session, SingleTurnQuery
 
@@ -83,12 +91,7 @@ class XSIDOptions:
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z][\w-]*", self.lang or ""):
             raise ValueError(f"lang must be a language code such as en or de, got {self.lang!r}")
-        if not 0.0 <= self.valid_share < 1.0:
-            raise ValueError(f"valid_share must be in [0, 1), got {self.valid_share!r}")
-        for name in ("n_train", "n_unlabeled", "n_valid", "n_test"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        check_craft_options(self)
 
 
 def data_dir(src: Path) -> Path:
