@@ -71,7 +71,22 @@ def write_results(
     if extra:
         record.update(extra)
     path = run_dir / RESULTS_FILE
+    _write_atomically(path, record)
+    return path
+
+
+def update_results(run_dir: str | Path, extra: dict[str, Any], metrics: dict[str, float] | None = None) -> None:
+    """Add fields (and metrics) to an existing `results.json` of `run_dir`, atomically; no file, no change."""
+    path = Path(run_dir) / RESULTS_FILE
+    if not path.is_file():
+        return
+    record = json.loads(path.read_text(encoding="utf-8"))
+    record.update(extra)
+    record.setdefault("metrics", {}).update(metrics or {})
+    _write_atomically(path, record)
+
+
+def _write_atomically(path: Path, record: dict[str, Any]) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
     os.replace(tmp, path)
-    return path

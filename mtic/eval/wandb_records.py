@@ -18,13 +18,12 @@ def summary_record(results_file: str | Path) -> dict[str, Any]:
 
 def attach_to_wandb(loggers: Iterable[Any], results_file: str | Path) -> int:
     """Store the run record in the summary of every W&B logger's run; returns how many runs got it."""
-    attached = 0
-    for logger in loggers:
-        if type(logger).__name__ != "WandbLogger":
-            continue
-        logger.experiment.summary[SUMMARY_KEY] = summary_record(results_file)
-        attached += 1
-    return attached
+    runs = [logger.experiment for logger in loggers if type(logger).__name__ == "WandbLogger"]
+    if runs:
+        record = summary_record(results_file)  # read once, whatever the number of W&B loggers
+        for run in runs:
+            run.summary[SUMMARY_KEY] = record
+    return len(runs)
 
 
 def _plain(value: Any) -> Any:
@@ -43,7 +42,8 @@ def record_from_wandb_run(run: Any) -> dict[str, Any] | None:
     if not isinstance(record, dict) or "market" not in record:
         return None
     record = dict(record)
-    record["_path"] = f"wandb:{getattr(run, 'path', None) and '/'.join(run.path) or getattr(run, 'id', '?')}"
+    path = getattr(run, "path", None)
+    record["_path"] = "wandb:" + ("/".join(path) if path else str(getattr(run, "id", "?")))
     return record
 
 

@@ -15,7 +15,6 @@ import copy
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -37,7 +36,7 @@ from mtic.data.craft import read_unlabeled_gold
 from mtic.data.schema import Session
 from mtic.data.taxonomy import Taxonomy
 from mtic.eval.metrics import IntentMetrics
-from mtic.eval.results import RESULTS_FILE, write_results
+from mtic.eval.results import update_results, write_results
 from mtic.pipelines.train_test import PREDICTIONS_FILE, bundle_dir_of
 from mtic.pipelines.train_test import run as train_test_run
 
@@ -231,18 +230,6 @@ def pseudo_label_metrics(summary: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if v is not None}
 
 
-def _add_to_results(run_dir: Path, extra: dict[str, Any], metrics: dict[str, float] | None = None) -> None:
-    path = run_dir / RESULTS_FILE
-    if not path.is_file():
-        return
-    record = json.loads(path.read_text(encoding="utf-8"))
-    record.update(extra)
-    record.setdefault("metrics", {}).update(metrics or {})
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _pseudo_then_train(cfg: DictConfig, fit: bool, test: bool, **stage: Any) -> dict[str, float]:
     """Pseudo-labels, then train_test on them; with fit=false and test=false only the pseudo-labels are made."""
     started = time.time()
@@ -262,7 +249,7 @@ def _pseudo_then_train(cfg: DictConfig, fit: bool, test: bool, **stage: Any) -> 
         train_cfg.data.train_sessions = sessions_file
     metrics = train_test_run(train_cfg, fit=fit, test=test)
     report["wall_time_s"] = round(time.time() - started, 2)  # pseudo-labelling included
-    _add_to_results(run_dir, report, pseudo_label_metrics(summary))
+    update_results(run_dir, report, pseudo_label_metrics(summary))
     return metrics
 
 
