@@ -48,7 +48,7 @@ class ChatEncoder:
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def _start(self) -> list[int]:
+    def start_ids(self) -> list[int]:
         """The tokenizer's own start of text: BOS when its normal encoding begins with it (Gemma, Llama)."""
         bos = self.tokenizer.bos_token_id
         if bos is None:
@@ -64,18 +64,20 @@ class ChatEncoder:
 
     def segments(self, turns: Sequence[tuple[str, str | None]]) -> list[tuple[list[int], bool]]:
         """(token ids, carries loss) for every segment of the transcript."""
-        out: list[tuple[list[int], bool]] = [(self._start(), False)]
+        out: list[tuple[list[int], bool]] = [(self.start_ids(), False)]
         last = len(turns) - 1
         for k, (query, answer) in enumerate(turns):
-            if answer is None and k != last:  # history turn without an answer: the query alone
-                head = f"{self.fmt.system_prompt} " if k == 0 else ""
-                out.append((self._ids(f"{head}{self.fmt.user_tag} {query} "), False))
-                continue
-            out.append((self._ids(self.question(query, first=k == 0)), False))
-            if answer is None:
-                continue
-            out.append((self.answer_ids(answer), self.loss_on == "all" or k == last))
+            out.append((self.turn_ids(query, first=k == 0, asked=answer is not None or k == last), False))
+            if answer is not None:
+                out.append((self.answer_ids(answer), self.loss_on == "all" or k == last))
         return out
+
+    def turn_ids(self, query: str, first: bool, asked: bool) -> list[int]:
+        """Ids of one user turn: up to the answer prefix when the turn is answered (`asked`), else the query alone."""
+        if asked:
+            return self._ids(self.question(query, first=first))
+        head = f"{self.fmt.system_prompt} " if first else ""
+        return self._ids(f"{head}{self.fmt.user_tag} {query} ")
 
     def answer_ids(self, answer: str) -> list[int]:
         """Ids of one answer as it follows the answer prefix: the label, then end of sequence."""

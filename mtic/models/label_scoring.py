@@ -71,13 +71,20 @@ def score_prompts(model: Any, prompts: Sequence[Sequence[int]], choices: Sequenc
     cache = cache_of(first)
     if any(getattr(layer, "is_sliding", False) for layer in getattr(cache, "layers", [])):
         return [score_continuations(model, p, c, pad_id) for p, c in zip(prompts, choices)]
-    return _score_tree(model, ids, mask, first_logp, cache, choices, pad_id)
+    return score_tree(model, mask, first_logp, cache, choices, pad_id)
 
 
-def _score_tree(model: Any, ids: torch.Tensor, mask: torch.Tensor, first_logp: torch.Tensor, cache: Any,
-                choices: Sequence[Sequence[Sequence[int]]], pad_id: int) -> list[torch.Tensor]:
-    batch, width = ids.shape
-    device = ids.device
+def score_tree(model: Any, mask: torch.Tensor, first_logp: torch.Tensor, cache: Any,
+               choices: Sequence[Sequence[Sequence[int]]], pad_id: int) -> list[torch.Tensor]:
+    """Mean log-probability of each row's candidates after the prompt already in `cache`.
+
+    `mask` (batch, width) marks the cache's real slots (padding may sit anywhere), `first_logp` the
+    distribution of the first candidate token. All candidates of a row run packed in one pass (a token tree);
+    the pass appends to `cache`, so a caller that keeps the cache crops it back afterwards. A row with no
+    candidates gets an empty tensor.
+    """
+    batch, width = mask.shape
+    device = mask.device
     # every candidate but its last token is fed; token j of candidate c predicts token j + 1
     spans = [[(sum(len(c) - 1 for c in conts[:j]), len(conts[j]) - 1) for j in range(len(conts))] for conts in choices]
     length = max(1, max(sum(n for _, n in sp) for sp in spans))
@@ -110,7 +117,7 @@ def _score_tree(model: Any, ids: torch.Tensor, mask: torch.Tensor, first_logp: t
                 targets = torch.tensor(list(cont[1:]), dtype=torch.long, device=device)
                 total = total + logp[b, offset : offset + n].gather(-1, targets[:, None]).sum()
             values.append(total / len(cont))
-        results.append(torch.stack(values))
+        results.append(torch.stack(values) if values else torch.empty(0, device=device))
     return results
 
 

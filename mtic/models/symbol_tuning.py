@@ -15,7 +15,7 @@ from mtic.labels.matching import OutputMatcher
 from mtic.labels.targets import LabelSet, TargetKind
 from mtic.models.backbones import load_sentence_embedder
 from mtic.models.causal_lm import LoraCausalLM
-from mtic.models.label_scoring import label_probabilities, score_prompts
+from mtic.models.rollout import GreedyDecoder, LabelScorer, SessionRollout
 
 SUMMARY = str(TargetKind.SUMMARY)
 SUMMARY_EXTRA_TOKENS = 32  # "You are asking about ... So, the intent title is" comes before the label
@@ -43,6 +43,7 @@ class SymbolTuningLM(LoraCausalLM):
         decode: str = "greedy",
         history: str = "rollout",
         max_new_tokens: int = 12,
+        label_probs: bool = True,
         max_length: int = 512,
         chat_format: dict | None = None,
         matcher: dict | None = None,
@@ -87,66 +88,34 @@ class SymbolTuningLM(LoraCausalLM):
         return self.encoder
 
     # -- inference -----------------------------------------------------------------------------------
-    @torch.no_grad()
-    def generate_labels(self, prompts: Sequence[list[int]]) -> list[str]:
-        """Greedy continuation of each prompt until end of sequence (left-padded batch)."""
-        width = max(len(p) for p in prompts)
-        pad = self.pad_token_id
-        ids = torch.full((len(prompts), width), pad, dtype=torch.long, device=self.device)
-        mask = torch.zeros_like(ids)
-        for k, p in enumerate(prompts):
-            ids[k, width - len(p) :] = torch.tensor(p, device=self.device)
-            mask[k, width - len(p) :] = 1
-        out = self.model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            max_new_tokens=self.hparams.max_new_tokens + (SUMMARY_EXTRA_TOKENS if self.summary_target else 0),
-            do_sample=False,
-            pad_token_id=pad,
-            eos_token_id=self.tokenizer.eos_token_id,
-        )
-        return [t.strip() for t in self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)]
-
-    @torch.no_grad()
-    def score_labels(self, prompts: Sequence[list[int]]) -> list[tuple[str, dict[str, float]]]:
-        """decode=score: the most likely label of the set for each prompt, with a probability per intent."""
-        out = []
-        batch_scores = score_prompts(self.model, prompts, [self.label_answers] * len(prompts), self.pad_token_id)
-        for scores in batch_scores:
-            probs = label_probabilities(scores)
-            best = int(scores.argmax())
-            top = {self.label_intents[i]: float(probs[i]) for i in probs.topk(min(5, len(probs))).indices.tolist()}
-            out.append((self.labels.label_of(self.label_intents[best]), top))
-        return out
-
-    def decode(self, prompts: Sequence[list[int]]) -> list[tuple[str, dict[str, float] | None]]:
-        """Label text for each prompt (greedy generation or scoring, as configured)."""
+    def rollout(self) -> SessionRollout:
+        """The turn-by-turn decoder of this model's settings (greedy generation or exact label scoring)."""
         if self.hparams.decode == "score":
-            return self.score_labels(prompts)
-        return [(text, None) for text in self.generate_labels(prompts)]
+            decoder = LabelScorer(self.label_answers, [self.labels.label_of(i) for i in self.label_intents])
+        else:
+            extra = SUMMARY_EXTRA_TOKENS if self.summary_target else 0
+            decoder = GreedyDecoder(self.tokenizer, self.tokenizer.eos_token_id, self.hparams.max_new_tokens + extra)
+        return SessionRollout(self.model, self.encoder, decoder, self.pad_token_id, history=self.hparams.history,
+                              gold_answer=self.labels.label_of, all_labels=self.hparams.label_probs)
 
+    @torch.no_grad()
     def predict_sessions(self, sessions: Sequence[Sequence[tuple[str, str | None]]]) -> list[dict[str, Any]]:
-        """Roll every session out turn by turn; returns per session the output text, intent and match method."""
-        answers: list[list[str | None]] = [[] for _ in sessions]
-        final: list[dict[str, Any]] = [{} for _ in sessions]
-        for step in range(max(len(s) for s in sessions)):
-            active = [k for k, s in enumerate(sessions) if len(s) > step]
-            need = [k for k in active if step == len(sessions[k]) - 1 or self.hparams.history == "rollout"]
-            for k in active:
-                if k not in need:  # history answers from gold labels, or none
-                    gold = sessions[k][step][1] if self.hparams.history == "gold" else None
-                    answers[k].append(None if gold is None else self.labels.label_of(gold))
-            if not need:
-                continue
-            prompts = [self.encoder.prompt_ids([q for q, _ in sessions[k][: step + 1]], answers[k]) for k in need]
-            for k, (text, top) in zip(need, self.decode(prompts)):
-                answers[k].append(text)
-                if step == len(sessions[k]) - 1:
-                    match = self.matcher.match(self.labels.parse_summary_answer(text) if self.summary_target else text)
-                    final[k] = {"output": text, "intent": match.intent_id, "method": match.method}
-                    if top is not None:
-                        final[k]["top"] = top
-        return final
+        """Roll every session out turn by turn; returns per session the output text, intent and match method.
+
+        With decode=score the output is always a label of the set (method `exact`), with its mean token
+        log-likelihood (`score`) and, when `label_probs`, the five most probable intents (`top`).
+        """
+        results = []
+        for answer in self.rollout()(sessions):
+            text = answer.text
+            match = self.matcher.match(self.labels.parse_summary_answer(text) if self.summary_target else text)
+            result: dict[str, Any] = {"output": text, "intent": match.intent_id, "method": match.method}
+            if answer.label is not None:
+                result["score"] = answer.score
+            if answer.probs is not None:
+                result["top"] = {self.label_intents[j]: p for j, p in answer.probs.items()}
+            results.append(result)
+        return results
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         results = self.predict_sessions(batch["turns"])
