@@ -2,10 +2,17 @@
 
 1. Training tokens/s: mtic (dynamic padding + length grouping + LM head only on answer positions) vs a
    FastChat-style baseline (every sequence padded to max length, logits over the full sequence).
-2. Test-time decoding: greedy generation + mapping vs exact label scoring (decode=score), seconds per session.
+2. Test-time decoding of rolled-out sessions (the model's own answer to every history turn), seconds per
+   session: the textbook rollout (a fresh prompt with the whole transcript at every turn, batched across
+   sessions: HF `generate`, or scoring every label) vs mtic's cached rollout (`SessionRollout`: one KV cache per
+   session, only each turn's new tokens run) with greedy decoding or exact label scoring (branch and bound;
+   with / without probabilities for every label at the final turn). Pass a trained checkpoint
+   (`--checkpoint <run dir>/checkpoints/best.ckpt` of `python run.py +experiment=st_sg`): how far the label
+   search prunes depends on how sure the model is.
 
-    python experiments/bench_symbol_tuning.py --backbone smollm2-135m --bundle demo:sg --steps 8
-Prints a Markdown table; peak RSS is read from the OS at the end.
+    python experiments/bench_symbol_tuning.py --backbone smollm2-135m --bundle demo:sg --steps 8 \
+        --checkpoint CKPT --sessions 48 --batch-size-eval 16
+Prints Markdown tables; peak RSS is read from the OS at the end.
 """
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ from mtic.data.sources import resolve_bundle
 from mtic.data.views import ChatView
 from mtic.labels.targets import LabelSet
 from mtic.models.backbones import cache_root
+from mtic.models.label_scoring import left_pad, score_prompts
 from mtic.models.symbol_tuning import SymbolTuningLM
 
 
@@ -35,6 +43,30 @@ def fastchat_loss(model: SymbolTuningLM, batch: dict[str, torch.Tensor]) -> torc
     return F.cross_entropy(
         logits[:, :-1].reshape(-1, logits.shape[-1]).float(), batch["labels"][:, 1:].reshape(-1), ignore_index=IGNORE_INDEX
     )
+
+
+def reencode_rollout(model: SymbolTuningLM, sessions: list) -> list[dict]:
+    """The textbook rollout: at every turn a fresh left-padded prompt with the whole transcript (batched)."""
+    answers: list[list[str]] = [[] for _ in sessions]
+    final: list[dict] = [{} for _ in sessions]
+    for step in range(max(len(s) for s in sessions)):
+        live = [k for k, s in enumerate(sessions) if len(s) > step]
+        prompts = [model.encoder.prompt_ids([q for q, _ in sessions[k][: step + 1]], answers[k]) for k in live]
+        if model.hparams.decode == "score":
+            scores = score_prompts(model.model, prompts, [model.label_answers] * len(prompts), model.pad_token_id)
+            texts = [model.labels.label_of(model.label_intents[int(s.argmax())]) for s in scores]
+        else:
+            ids, mask = left_pad(prompts, model.pad_token_id)
+            out = model.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=model.hparams.max_new_tokens,
+                                       do_sample=False, pad_token_id=model.pad_token_id,
+                                       eos_token_id=model.tokenizer.eos_token_id)
+            texts = [t.strip() for t in model.tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)]
+        for k, text in zip(live, texts):
+            answers[k].append(text)
+            if step == len(sessions[k]) - 1:
+                match = model.matcher.match(text)
+                final[k] = {"output": text, "intent": match.intent_id, "method": match.method}
+    return final
 
 
 def time_training(model: SymbolTuningLM, batches: list[dict], loss_fn) -> tuple[float, int]:
@@ -49,28 +81,15 @@ def time_training(model: SymbolTuningLM, batches: list[dict], loss_fn) -> tuple[
     return time.perf_counter() - start, real_tokens
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--backbone", default="smollm2-135m")
-    parser.add_argument("--bundle", default="demo:sg")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--sessions", type=int, default=24, help="test sessions for the decoding comparison")
-    args = parser.parse_args()
-    torch.manual_seed(0)
-    torch.set_num_threads(2)
-    bundle = resolve_bundle(args.bundle, cache_root())
-    dm = MTICDataModule(bundle, view=ChatView(), eval_view=ChatView(history_labels="none"), batch_size=args.batch_size)
-    labels = LabelSet.from_taxonomy(dm.taxonomy, target="compressed")
-    model = SymbolTuningLM(args.backbone, dm.taxonomy, labels)
-    dm.set_encoder(model.build_encoder(), model.pad_token_id)
+def bench_training(model: SymbolTuningLM, dm: MTICDataModule, steps: int, batch_size: int) -> None:
+    """Training tokens/s: mtic's batches and loss vs FastChat-style padding to max length with full logits."""
     dm.setup("fit")
-    ours = list(dm.train_dataloader())[: args.steps]
-    rows = [dm.datasets["train"][i] for i in range(args.steps * args.batch_size)]
+    ours = list(dm.train_dataloader())[: steps]
+    rows = [dm.datasets["train"][i] for i in range(steps * batch_size)]
     width = max(len(r["input_ids"]) for r in dm.datasets["train"].rows)
     padded = []
-    for k in range(0, len(rows), args.batch_size):
-        batch = PadCollator(model.pad_token_id)(rows[k : k + args.batch_size])
+    for k in range(0, len(rows), batch_size):
+        batch = PadCollator(model.pad_token_id)(rows[k : k + batch_size])
         extra = width - batch["input_ids"].shape[1]
         batch["input_ids"] = F.pad(batch["input_ids"], (0, extra), value=model.pad_token_id)
         batch["attention_mask"] = F.pad(batch["attention_mask"], (0, extra), value=0)
@@ -84,19 +103,56 @@ def main() -> None:
     print(f"| mtic (dynamic pad, grouped, answer logits) | {n_ours} | {t_ours:.1f} | {n_ours / t_ours:.0f} |")
     print(f"speed-up: {(n_ours / t_ours) / (n_base / t_base):.2f}x")
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--backbone", default="smollm2-135m")
+    parser.add_argument("--bundle", default="demo:sg")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--sessions", type=int, default=48, help="test sessions for the decoding comparison")
+    parser.add_argument("--batch-size-eval", type=int, default=16, help="sessions decoded together")
+    parser.add_argument("--checkpoint", default=None, help="a symbol-tuning checkpoint (LoRA weights) to decode with")
+    parser.add_argument("--skip-training", action="store_true", help="only the decoding comparison")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    bundle = resolve_bundle(args.bundle, cache_root())
+    dm = MTICDataModule(bundle, view=ChatView(), eval_view=ChatView(history_labels="none"), batch_size=args.batch_size)
+    labels = LabelSet.from_taxonomy(dm.taxonomy, target="compressed")
+    model = SymbolTuningLM(args.backbone, dm.taxonomy, labels)
+    dm.set_encoder(model.build_encoder(), model.pad_token_id)
+    if not args.skip_training:
+        bench_training(model, dm, args.steps, args.batch_size)
     model.eval()
+    if args.checkpoint:
+        model.load_state_dict(torch.load(args.checkpoint, weights_only=True, map_location="cpu")["state_dict"])
     dm.setup("test")
-    sessions = [r["turns"] for r in dm.datasets["test"].rows[: args.sessions]]
-    targets = [r["target"] for r in dm.datasets["test"].rows[: args.sessions]]
-    print("\n| decode | s/session | accuracy (untrained LoRA) | unmatched |\n|---|---|---|---|")
-    for decode in ("greedy", "score"):
-        model.hparams.decode = decode
+    rows = dm.datasets["test"].rows[: args.sessions]
+    targets = [r["target"] for r in rows]
+    turns = sum(len(r["turns"]) for r in rows)
+    print(f"\n{len(rows)} test sessions, {turns} turns, batches of {args.batch_size_eval} sessions, "
+          f"{'trained' if args.checkpoint else 'untrained'} LoRA\n")
+    print("| rollout | decode | s/session | accuracy | unmatched |\n|---|---|---|---|---|")
+    for name, decode, label_probs, fn in [
+        ("re-encode every turn", "greedy", False, reencode_rollout),
+        ("cached (mtic)", "greedy", False, None),
+        ("re-encode every turn", "score (all labels)", True, reencode_rollout),
+        ("cached (mtic)", "score (all labels at the final turn)", True, None),
+        ("cached (mtic)", "score (branch and bound only)", False, None),
+    ]:
+        model.hparams.decode = decode.split()[0]
+        model.hparams.label_probs = label_probs
         start = time.perf_counter()
-        out = model.predict_sessions(sessions)
-        per = (time.perf_counter() - start) / len(sessions)
+        out = []
+        with torch.no_grad():
+            for k in range(0, len(rows), args.batch_size_eval):
+                batch = [r["turns"] for r in rows[k : k + args.batch_size_eval]]
+                out += fn(model, batch) if fn else model.predict_sessions(batch)
+        per = (time.perf_counter() - start) / len(rows)
         acc = sum(o["intent"] == t for o, t in zip(out, targets)) / len(out)
         unmatched = sum(o["method"] != "exact" for o in out) / len(out)
-        print(f"| {decode} | {per:.3f} | {acc:.3f} | {unmatched:.3f} |")
+        print(f"| {name} | {decode} | {per:.3f} | {acc:.3f} | {unmatched:.3f} |", flush=True)
     print(f"\npeak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 
