@@ -107,3 +107,16 @@ def test_branch_and_bound_finds_the_exact_argmax(tiny_bundle: Path) -> None:
             assert p.label == f.label == int(brute.argmax())
             assert abs(p.score - float(brute.max())) < 1e-4
             assert p.probs is None and abs(sum(f.probs.values()) - float(brute.softmax(-1).topk(5).values.sum())) < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("decode", ["greedy", "score"])
+def test_cached_rollout_equals_reencoding_on_gemma3(tiny_bundle: Path, decode: str) -> None:
+    """Gemma 3 has sliding-window layers: the rollout keeps a plain full cache and stays exact."""
+    dm = MTICDataModule(tiny_bundle, view=ChatView(), batch_size=4)
+    labels = LabelSet.from_taxonomy(dm.taxonomy, target="compressed")
+    model = SymbolTuningLM("gemma3-270m", dm.taxonomy, labels, match_embedder=None, decode=decode,
+                           max_new_tokens=5).eval()
+    with torch.no_grad():
+        assert [r["output"] for r in model.predict_sessions(SESSIONS)] == [_reference(model, s, decode, "rollout")
+                                                                           for s in SESSIONS]

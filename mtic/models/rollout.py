@@ -176,10 +176,14 @@ class SessionRollout:
 
     def _feed(self, cache: SessionCache, rows: list[int], pending: list[list[int]], sessions: Sequence[Session],
               answers: list[list[str | None]]) -> torch.Tensor:
-        """Feed every row's pending tokens; a transcript past max_length is re-encoded, truncated as in training."""
+        """Feed every row's pending tokens; a transcript past max_length is re-encoded, truncated as in training
+        (and every row is re-encoded without padding when padding would push a row past a sliding window)."""
         limit = self.encoder.max_length
         chunks = [pending[s] for s in rows]
-        if any(int(cache.lengths[r]) + len(c) > limit for r, c in enumerate(chunks)):
+        # padding slots count in a sliding window's reach: past it, re-encode the rows without padding
+        window = getattr(getattr(self.model, "config", None), "sliding_window", None) or float("inf")
+        too_long = any(int(cache.lengths[r]) + len(c) > limit for r, c in enumerate(chunks))
+        if too_long or cache.width + max(len(c) for c in chunks) > window:
             cache.reset(len(rows))
             chunks = [self.encoder.prompt_ids([q for q, _ in sessions[s][: len(answers[s]) + 1]], answers[s])
                       for s in rows]
