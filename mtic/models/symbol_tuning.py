@@ -24,8 +24,11 @@ SUMMARY_EXTRA_TOKENS = 32  # "You are asking about ... So, the intent title is" 
 class SymbolTuningLM(LoraCausalLM):
     """A causal LM + LoRA trained on vicuna-style transcripts whose answers are (compressed) intent labels.
 
-    Only answer tokens carry loss (see `ChatEncoder`). At test time every session is rolled out turn by turn; the generated label is mapped back to an intent
-    (exact, then gestalt, then embedding similarity) and the unmatched share is reported.
+    Only answer tokens carry loss (see `ChatEncoder`). At test time every session is rolled out turn by turn
+    over one growing KV cache (`SessionRollout`); `decode=greedy` generates the label and maps it back to an
+    intent (exact, then gestalt, then embedding similarity; the unmatched share is reported), `decode=score`
+    takes the exact argmax over the label set (branch and bound; every label at the final turn when
+    `label_probs`, giving a probability per intent).
     """
 
     def __init__(
