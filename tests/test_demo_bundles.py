@@ -60,8 +60,11 @@ def test_demo_bundle(code: str, synthetic: bool, synthetic_markets: Path, tmp_pa
     bundle = read_bundle(root)  # validates every file
     taxonomy = Taxonomy.from_intents(bundle.intents)
     assert len(bundle.intents) >= MIN_INTENTS and taxonomy.depth == LEVELS
-    labels = [i.label for i in bundle.intents]
-    assert None not in labels and len(set(labels)) == len(labels)
+    english = [i.label_en for i in bundle.intents]  # curated English labels everywhere (cross-lingual labels)
+    assert None not in english and len(set(english)) == len(english)
+    # a local-language market compresses its own titles; only English titles come with the English labels
+    local = [i.label for i in bundle.intents]
+    assert local == (english if bundle.meta.languages[0] == "en" else [None] * len(local))
     per_intent = Counter(q.intent for q in bundle.single_turn)
     assert set(per_intent) == {i.id for i in bundle.intents}
     assert all(q.split in ("train", "valid") for q in bundle.single_turn)

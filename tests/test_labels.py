@@ -149,8 +149,9 @@ def test_cross_lingual_switch_picks_english() -> None:
         [
             Intent("cancel", "Minta batalkan pesanan yang sudah dibuat", ("Order", "Cancel"), "Request to cancel an order"),
             Intent("refund", "Tanya status pengembalian dana", ("Payment", "Refund"), "Ask about the status of a refund"),
-            Intent("other", "Kirim masukan aplikasi", ("Other", "Feedback")),  # no English title
-            Intent("track", "Lacak paket", ("Logistics", "Track"), "Track a parcel", label="Track Parcel"),
+            Intent("other", "Kirim masukan aplikasi", ("Other", "Feedback"), label="Masukan"),  # no English title
+            Intent("track", "Lacak paket", ("Logistics", "Track"), "Track a parcel", label="Lacak Paket",
+                   label_en="Track Parcel"),
         ]
     )
     assert LabelSet(tax, "original", cross_lingual=True).label_of("cancel") == "Request to cancel an order"
@@ -160,7 +161,9 @@ def test_cross_lingual_switch_picks_english() -> None:
     local = LabelSet(tax, "compressed")
     assert set(english.label_of("cancel").lower().split()) <= {"cancel", "order"}
     assert set(local.label_of("cancel").lower().split()) <= {"minta", "batalkan", "pesanan", "dibuat"}
-    assert english.label_of("track") == local.label_of("track") == "Track Parcel"  # curated labels are English
+    # curated labels: `label` in the title's language, `label_en` for cross-lingual labels
+    assert (english.label_of("track"), local.label_of("track")) == ("Track Parcel", "Lacak Paket")
+    assert english.label_of("other") == local.label_of("other") == "Masukan"  # no English at all: the only label
     assert LabelSet(tax, "summary", cross_lingual=True).label_of("refund") == "Ask about the status of a refund"
 
 

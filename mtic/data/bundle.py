@@ -152,7 +152,7 @@ def read_intents(path: Path) -> list[Intent]:
                 )
             parent_of.setdefault(node, (parent, line))
         optional = {}
-        for key in ("title_en", "label"):
+        for key in ("title_en", "label", "label_en"):
             if row.get(key) is not None:
                 optional[key] = _text(row[key], path, line, key)
         intents.append(Intent(id=intent_id, title=title, path=names, **optional))

@@ -14,7 +14,8 @@ class Intent:
     """One intent of the knowledge base.
 
     `title` is the verbose local-language title (the paper's r), `path` the English category path with the
-    leaf class last, `title_en` an English title for cross-lingual labels, `label` a curated compressed label.
+    leaf class last, `title_en` an English title for cross-lingual labels, `label` a curated compressed label in
+    the title's language, `label_en` a curated English one (cross-lingual compressed labels).
     """
 
     id: str
@@ -22,6 +23,7 @@ class Intent:
     path: tuple[str, ...]
     title_en: str | None = None
     label: str | None = None
+    label_en: str | None = None
 
     def to_json(self) -> dict:
         row: dict = {"id": self.id, "title": self.title, "path": list(self.path)}
@@ -29,6 +31,8 @@ class Intent:
             row["title_en"] = self.title_en
         if self.label is not None:
             row["label"] = self.label
+        if self.label_en is not None:
+            row["label_en"] = self.label_en
         return row
 
 

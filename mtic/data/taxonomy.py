@@ -84,3 +84,14 @@ class Taxonomy:
         """Verbose title; the English one when asked and available."""
         intent = self.intent(intent_id)
         return intent.title_en if english and intent.title_en else intent.title
+
+    def curated_label(self, intent_id: str, english: bool = False) -> str | None:
+        """The bundle's curated compressed label: `label_en` when `english`, else `label`.
+
+        Like `title`, the English request falls back to `label` for an intent with no English title (its title is
+        then the only language there is).
+        """
+        intent = self.intent(intent_id)
+        if english and (intent.label_en or intent.title_en):
+            return intent.label_en
+        return intent.label

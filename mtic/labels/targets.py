@@ -163,11 +163,12 @@ class LabelSet:
 
     # -- building ------------------------------------------------------------------------------------------
     def _compressed(self, from_file: dict[str, str]) -> dict[str, str]:
-        """Curated label, else the file's label, else an extractive compression (made unique against the rest)."""
+        """Curated label (English with cross_lingual), else the file's label, else an extractive compression of
+        the (English) title, made unique against the rest."""
         tax = self.taxonomy
         fixed: dict[str, str] = {}
         for i in tax.ids:
-            curated = (tax.intent(i).label or "").strip()
+            curated = (tax.curated_label(i, english=self.cross_lingual) or "").strip()
             if curated:
                 fixed[i], self.sources[i] = curated, CURATED
             elif from_file.get(i, "").strip():

@@ -115,6 +115,16 @@ def _params(seed: int, sizes: dict[str, int], transitions: TransitionModel, eval
     }
 
 
+def curated_labels(row: dict, languages: list[str]) -> dict[str, str | None]:
+    """The knowledge base's curated labels are English: `label_en` everywhere, `label` only where titles are English.
+
+    A local-language market then gets its compressed labels from its own titles (or a reviewed compression
+    file), and `labels.cross_lingual=true` switches to the English ones, as the cross-lingual ablation needs.
+    """
+    english = row.get("label")
+    return {"label": english if languages[0] == "en" else None, "label_en": english}
+
+
 def demo_version(code: str, seed: int = 0, markets_dir: str | Path | None = None,
                  transitions: TransitionModel | None = None,
                  eval_followup_share: float = DEFAULT_EVAL_FOLLOWUP_SHARE, **sizes: int) -> str:
@@ -154,7 +164,7 @@ def build_demo(
     for row in kb:
         intent_id, entry = row["id"], entries[row["id"]]
         intents.append(Intent(id=intent_id, title=entry["title"].strip(), path=tuple(row["path"]),
-                              title_en=row.get("title_en"), label=row.get("label")))
+                              title_en=row.get("title_en"), **curated_labels(row, market["languages"])))
         parent[intent_id] = tuple(row["path"][:-1])
         train, valid, heldout = split_queries(entry["queries"], random.Random(f"{code}/{seed}/{intent_id}"))
         single_turn += [SingleTurnQuery(t, intent_id, "train") for t in train]
