@@ -120,7 +120,3 @@ def score_tree(model: Any, mask: torch.Tensor, first_logp: torch.Tensor, cache: 
         results.append(torch.stack(values) if values else torch.empty(0, device=device))
     return results
 
-
-def label_probabilities(scores: torch.Tensor) -> torch.Tensor:
-    """A probability per label from length-normalised scores (softmax)."""
-    return scores.softmax(-1)

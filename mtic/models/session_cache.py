@@ -15,6 +15,7 @@ import torch
 from transformers import DynamicCache
 
 from mtic.models.kv_cache import with_cache
+from mtic.models.label_scoring import left_pad
 
 
 class SessionCache:
@@ -42,13 +43,9 @@ class SessionCache:
 
         A row with an empty chunk gets padding only; its returned distribution is meaningless.
         """
-        width = max(1, max(len(c) for c in chunks))
-        ids = torch.full((len(chunks), width), self.pad_id, dtype=torch.long, device=self.device)
-        chunk_mask = torch.zeros_like(ids)
-        for k, chunk in enumerate(chunks):
-            if chunk:
-                ids[k, width - len(chunk):] = torch.tensor(list(chunk), dtype=torch.long, device=self.device)
-                chunk_mask[k, width - len(chunk):] = 1
+        if not any(chunks):
+            raise ValueError("nothing to feed: every chunk is empty")
+        ids, chunk_mask = left_pad(chunks, self.pad_id, self.device)
         positions = self.lengths[:, None] + (chunk_mask.cumsum(-1) - 1).clamp(min=0)
         self.mask = torch.cat([self.mask, chunk_mask], dim=1)
         out = self.model(input_ids=ids, attention_mask=self.mask, position_ids=positions, use_cache=True,
