@@ -79,44 +79,58 @@ def score_tree(model: Any, mask: torch.Tensor, first_logp: torch.Tensor, cache: 
     """Mean log-probability of each row's candidates after the prompt already in `cache`.
 
     `mask` (batch, width) marks the cache's real slots (padding may sit anywhere), `first_logp` the
-    distribution of the first candidate token. All candidates of a row run packed in one pass (a token tree);
-    the pass appends to `cache`, so a caller that keeps the cache crops it back afterwards. A row with no
-    candidates gets an empty tensor.
+    distribution of the first candidate token. All candidates of a row run packed in one pass (a token tree):
+    every fed token sees the prompt and the earlier tokens of its own candidate only. The pass appends to
+    `cache`, so a caller that keeps the cache crops it back afterwards. A row with no candidates gets an empty
+    tensor. Index tensors are built once for the whole batch (no per-candidate tensor ops).
     """
     batch, width = mask.shape
     device = mask.device
-    # every candidate but its last token is fed; token j of candidate c predicts token j + 1
-    spans = [[(sum(len(c) - 1 for c in conts[:j]), len(conts[j]) - 1) for j in range(len(conts))] for conts in choices]
-    length = max(1, max(sum(n for _, n in sp) for sp in spans))
+    # every candidate but its last token is fed; fed token j of candidate c predicts token j + 1
+    fed_row, fed_col, fed_tok, fed_pos, fed_seg, fed_target, fed_cand = [], [], [], [], [], [], []
+    first_row, first_tok, cand_len = [], [], []
+    prompt_len = mask.sum(-1).tolist()
+    length = 1
+    for b, conts in enumerate(choices):
+        col = 0
+        for cont in conts:
+            cand = len(cand_len)
+            first_row.append(b)
+            first_tok.append(cont[0])
+            cand_len.append(len(cont))
+            for j in range(len(cont) - 1):
+                fed_row.append(b)
+                fed_col.append(col + j)
+                fed_tok.append(cont[j])
+                fed_pos.append(prompt_len[b] + j)
+                fed_seg.append(cand)
+                fed_target.append(cont[j + 1])
+                fed_cand.append(cand)
+            col += len(cont) - 1
+        length = max(length, col)
+
+    def as_long(values: list[int]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.long, device=device)
+
+    rows, cols = as_long(fed_row), as_long(fed_col)
     tokens = torch.full((batch, length), pad_id, dtype=torch.long, device=device)
     pos = torch.zeros((batch, length), dtype=torch.long, device=device)
-    allowed = torch.zeros((batch, length, width + length), dtype=torch.bool, device=device)
-    allowed[:, :, :width] = mask[:, None, :].bool()
+    segment = torch.full((batch, length), -1, dtype=torch.long, device=device)  # candidate of each fed slot
+    tokens[rows, cols], pos[rows, cols], segment[rows, cols] = as_long(fed_tok), as_long(fed_pos), as_long(fed_seg)
     steps = torch.arange(length, device=device)
-    allowed[:, steps, width + steps] = True  # every row sees itself (padding too)
-    for b, (conts, sp) in enumerate(zip(choices, spans)):
-        start_pos = int(mask[b].sum())
-        for cont, (offset, n) in zip(conts, sp):
-            if n == 0:
-                continue
-            tokens[b, offset : offset + n] = torch.tensor(list(cont[:-1]), dtype=torch.long, device=device)
-            pos[b, offset : offset + n] = start_pos + torch.arange(n, device=device)
-            block = torch.tril(torch.ones(n, n, dtype=torch.bool, device=device))
-            allowed[b, offset : offset + n, width + offset : width + offset + n] = block
+    causal = steps[None, :, None] >= steps[None, None, :]
+    same = (segment[:, :, None] == segment[:, None, :]) & (segment[:, :, None] >= 0)
+    tree = (same & causal) | torch.eye(length, dtype=torch.bool, device=device)  # padding sees itself
+    allowed = torch.cat([mask[:, None, :].bool().expand(batch, length, width), tree], dim=-1)
     dtype = next(model.parameters()).dtype
     bias = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
     logits = model(input_ids=tokens, attention_mask=bias, position_ids=pos, use_cache=True,
                    **with_cache(model, cache)).logits
-    logp = logits.float().log_softmax(-1)
-    results = []
-    for b, (conts, sp) in enumerate(zip(choices, spans)):
-        values = []
-        for cont, (offset, n) in zip(conts, sp):
-            total = first_logp[b, cont[0]]
-            if n:
-                targets = torch.tensor(list(cont[1:]), dtype=torch.long, device=device)
-                total = total + logp[b, offset : offset + n].gather(-1, targets[:, None]).sum()
-            values.append(total / len(cont))
-        results.append(torch.stack(values) if values else torch.empty(0, device=device))
-    return results
-
+    totals = first_logp[as_long(first_row), as_long(first_tok)].float()
+    if fed_row:
+        picked = logits[rows, cols].float()  # only the fed slots: no log-softmax over padding
+        token_logp = picked.gather(-1, as_long(fed_target)[:, None]).squeeze(-1) - picked.logsumexp(-1)
+        totals = totals.index_add(0, as_long(fed_cand), token_logp)
+    means = totals / torch.tensor(cand_len, dtype=torch.float, device=device) if cand_len else totals
+    counts = [len(conts) for conts in choices]
+    return list(torch.split(means, counts)) if cand_len else [torch.empty(0, device=device) for _ in choices]

@@ -109,9 +109,11 @@ class SymbolTuningLM(LoraCausalLM):
         log-likelihood (`score`) and, when `label_probs`, the five most probable intents (`top`).
         """
         results = []
-        for answer in self.rollout()(sessions):
+        answers = self.rollout()(sessions)
+        parse = self.labels.parse_summary_answer if self.summary_target else str
+        matches = self.matcher.match_many([parse(a.text) for a in answers])  # one embedding call per batch
+        for answer, match in zip(answers, matches):
             text = answer.text
-            match = self.matcher.match(self.labels.parse_summary_answer(text) if self.summary_target else text)
             result: dict[str, Any] = {"output": text, "intent": match.intent_id, "method": match.method}
             if answer.label is not None:
                 result["score"] = answer.score
