@@ -11,6 +11,7 @@ from mtic.data.datamodule import MTICDataModule
 from mtic.data.views import ChatView
 from mtic.labels.targets import LabelSet
 from mtic.models.label_scoring import score_continuations
+from mtic.models.kv_cache import select_rows
 from mtic.models.rollout import LabelScorer
 from mtic.models.session_cache import SessionCache
 from mtic.models.symbol_tuning import SymbolTuningLM
@@ -86,6 +87,23 @@ def test_session_cache_feeds_equal_one_pass(tiny_bundle: Path) -> None:
     assert cache.lengths.tolist() == [len(a), len(b)]
 
 
+def test_select_rows_copies_a_row_subset_and_leaves_the_cache_alone(tiny_bundle: Path) -> None:
+    """Feeding a row subset (later branch-and-bound rounds) equals feeding those rows of the full cache."""
+    model = _model(tiny_bundle)
+    prompts = [[11, 12, 13], [14, 15], [16, 17, 18, 19]]
+    with torch.no_grad():
+        cache = SessionCache(model.model, model.pad_token_id, len(prompts))
+        cache.feed(prompts)
+        keys = [layer.keys.clone() for layer in cache.cache.layers]
+        index = torch.tensor([2, 0])
+        sub = SessionCache(model.model, model.pad_token_id, 2)
+        sub.cache, sub.mask, sub.lengths = select_rows(cache.cache, index), cache.mask[index], cache.lengths[index]
+        got = sub.step([20, 21])
+        want = cache.step([21, None, 20])[[2, 0]]
+    assert torch.allclose(got, want, atol=1e-4)
+    assert all(torch.equal(k, layer.keys[:, :, : k.shape[2]]) for k, layer in zip(keys, cache.cache.layers))
+
+
 def test_branch_and_bound_finds_the_exact_argmax(tiny_bundle: Path) -> None:
     """Many labels of different lengths: the pruned search picks what scoring every label picks, on every prompt."""
     model = _model(tiny_bundle)
@@ -100,7 +118,9 @@ def test_branch_and_bound_finds_the_exact_argmax(tiny_bundle: Path) -> None:
     with torch.no_grad():
         cache = SessionCache(model.model, model.pad_token_id, len(prompts))
         first = cache.feed(prompts)
+        width = cache.width
         pruned = scorer(cache, first, [False] * len(prompts))
+        assert cache.width == width and cache.cache.get_seq_length() == width  # scoring leaves the cache as it was
         full = scorer(cache, first, [True] * len(prompts))
         for prompt, p, f in zip(prompts, pruned, full):
             brute = score_continuations(model.model, prompt, answers, model.pad_token_id)

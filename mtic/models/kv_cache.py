@@ -5,6 +5,7 @@ due to be removed); older 5.x releases only know the old one. Both helpers pick 
 """
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 from typing import Any
@@ -28,3 +29,18 @@ def cache_of(output: Any) -> Any:
     """The key/value cache of a forward output (`cache` or the older `past_key_values`)."""
     cache = getattr(output, "cache", None)
     return cache if cache is not None else output.past_key_values
+
+
+def select_rows(cache: Any, rows: torch.Tensor) -> Any:
+    """A cache holding only `rows` of `cache` (batch order as given); `cache` itself is left untouched.
+
+    Layer objects are copied shallowly and re-indexed, so the new cache shares no storage that a later update
+    could write into; caches without per-layer objects are deep-copied.
+    """
+    if hasattr(cache, "layers"):
+        selected = copy.copy(cache)
+        selected.layers = [copy.copy(layer) for layer in cache.layers]
+    else:
+        selected = copy.deepcopy(cache)
+    selected.batch_select_indices(rows)
+    return selected

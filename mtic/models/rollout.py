@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from mtic.data.chat import ChatEncoder
+from mtic.models.kv_cache import select_rows
 from mtic.models.label_scoring import score_tree
 from mtic.models.session_cache import SessionCache
 
@@ -69,13 +70,18 @@ class LabelScorer:
             picks = [self._pick(bound[k], scored[k], best[k], all_labels[k] and round_ == 0, round_) for k in range(rows)]
             if not any(picks):
                 break
-            scores = score_tree(cache.model, cache.mask, first_logp, cache.cache,
-                                [[self.answers[j] for j in pick] for pick in picks], cache.pad_id)
-            cache.crop(width)
-            for k, pick in enumerate(picks):
-                if pick:
-                    exact[k, pick] = scores[k].float().cpu()
-                    scored[k, pick] = True
+            live = [k for k, pick in enumerate(picks) if pick]
+            choices = [[self.answers[j] for j in picks[k]] for k in live]
+            if len(live) == rows:  # every row scores: append to the cache itself, then crop it back
+                scores = score_tree(cache.model, cache.mask, first_logp, cache.cache, choices, cache.pad_id)
+                cache.crop(width)
+            else:  # later rounds usually leave a few rows: run only those, over a row subset of the cache
+                index = torch.tensor(live, dtype=torch.long, device=cache.mask.device)
+                scores = score_tree(cache.model, cache.mask[index], first_logp[index],
+                                    select_rows(cache.cache, index), choices, cache.pad_id)
+            for k, row_scores in zip(live, scores):
+                exact[k, picks[k]] = row_scores.float().cpu()
+                scored[k, picks[k]] = True
         return [self._answer(exact[k], all_labels[k]) for k in range(rows)]
 
     def _pick(self, bound: torch.Tensor, scored: torch.Tensor, best: torch.Tensor, every: bool, round_: int) -> list[int]:
