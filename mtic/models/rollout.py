@@ -45,7 +45,7 @@ class LabelScorer:
 
     answers: Sequence[Sequence[int]]
     texts: Sequence[str]
-    first_round: int = 4
+    first_round: int = 3   # labels per row in the first round; each later round doubles it, up to max_round
     max_round: int = 64
     _first: torch.Tensor = field(init=False, repr=False)
     _lengths: torch.Tensor = field(init=False, repr=False)
@@ -89,7 +89,7 @@ class LabelScorer:
             return (~scored).nonzero().flatten().tolist()
         open_ = (~scored) & (bound > best)
         order = [j for j in bound.argsort(descending=True).tolist() if open_[j]]
-        return order[: self.first_round if round_ == 0 else self.max_round]
+        return order[: min(self.max_round, self.first_round * 2**round_)]
 
     def _answer(self, exact: torch.Tensor, with_probs: bool) -> Answer:
         best = int(exact.argmax())
