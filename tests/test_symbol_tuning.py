@@ -182,3 +182,29 @@ def test_summary_target_trains_on_summaries(tiny_bundle: Path) -> None:
     trained = model.tokenizer.decode([t for t, l in zip(row["input_ids"], row["labels"]) if l != -100])
     query = row["turns"][-1][0]
     assert trained.startswith(f" You are asking about {summaries[query]}. So, the intent title is ")
+
+
+def test_summaries_are_asked_only_for_the_training_examples_used(tiny_bundle: Path, monkeypatch) -> None:
+    """With data.max_train_examples the summary LLM sees the queries of the sampled examples, not every query."""
+    import mtic.clara.llm as llm_module
+    from omegaconf import OmegaConf
+
+    from mtic.clara.llm import LLMResponse
+    from mtic.pipelines.train_test import training_summaries
+
+    asked: list[str] = []
+
+    class RecordingLLM:
+        def complete(self, requests):
+            asked.extend(r.user for r in requests)
+            return [LLMResponse(text="a parcel") for _ in requests]
+
+    monkeypatch.setattr(llm_module, "build_llm", lambda **_: RecordingLLM())
+    cfg = OmegaConf.create({"summary_llm": {"backend": "local"}})
+    full = MTICDataModule(tiny_bundle, view=ChatView(), batch_size=4)
+    small = MTICDataModule(tiny_bundle, view=ChatView(), batch_size=4, max_train_examples=3)
+    used = {q for e in small.train_examples() for q, _ in e.turns}
+    every = {t.text for s in full.training_sessions() for t in s.turns}
+    summaries = training_summaries(cfg, small)
+    assert set(summaries) == used and len(used) < len(every) and len(asked) == len(used)
+    assert set(summaries.values()) == {"a parcel"}

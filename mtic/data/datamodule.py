@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from mtic.data.bundle import Bundle, read_bundle, read_sessions
 from mtic.data.encoding import Encoder, PadCollator
 from mtic.data.schema import Session
+from mtic.data.views import ViewExample
 from mtic.data.taxonomy import Taxonomy
 from mtic.data.views import View, labelled_prefixes
 
@@ -141,7 +142,8 @@ class MTICDataModule(pl.LightningDataModule):
             sessions = self.bundle.require_sessions(split)
         return sessions[: self.max_eval_examples] if self.max_eval_examples else sessions
 
-    def _train_examples(self) -> list:
+    def train_examples(self) -> list[ViewExample]:
+        """The training examples (views of the training sessions), subsampled to `max_train_examples` (seeded)."""
         examples = []
         for session in self.training_sessions():
             parts = labelled_prefixes(session) if self.expand_prefixes else [session]
@@ -155,7 +157,7 @@ class MTICDataModule(pl.LightningDataModule):
         if self.encoder is None:
             raise RuntimeError("call set_encoder(model encoder) before using the datamodule")
         if stage in (None, "fit") and "train" not in self.datasets:
-            self.datasets["train"] = EncodedDataset([self.encoder(e) for e in self._train_examples()])
+            self.datasets["train"] = EncodedDataset([self.encoder(e) for e in self.train_examples()])
         for split in ("valid", "test"):
             wanted = stage in (None, "fit", "validate") if split == "valid" else stage in (None, "test", "predict")
             if wanted and split not in self.datasets:

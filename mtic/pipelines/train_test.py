@@ -42,14 +42,15 @@ def build_components(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.Lightn
 
 
 def training_summaries(cfg: DictConfig, datamodule: pl.LightningDataModule) -> dict[str, str]:
-    """Zero-shot summaries of every training query from `summary_llm` (an `llm` config; answers are cached)."""
+    """Zero-shot summaries from `summary_llm` (an `llm` config; answers are cached) of the queries of the training
+    examples actually used (after `data.max_train_examples`)."""
     from mtic.clara.llm import build_llm
     from mtic.clara.summaries import summarize_queries
 
     if "summary_llm" not in cfg:
         raise ConfigError("labels=summary needs a 'summary_llm' section (an llm config, see conf/labels/summary.yaml)")
     llm = build_llm(**OmegaConf.to_container(cfg.summary_llm, resolve=True))
-    queries = [turn.text for session in datamodule.training_sessions() for turn in session.turns]
+    queries = [q for example in datamodule.train_examples() for q, _ in (example.turns or [(example.text, None)])]
     return summarize_queries(llm, queries)
 
 
