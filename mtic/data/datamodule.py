@@ -15,8 +15,12 @@ from mtic.data.schema import Session
 from mtic.data.views import ViewExample
 from mtic.data.taxonomy import Taxonomy
 from mtic.data.views import View, labelled_prefixes
+from mtic.eval.supervision import (FILE_PREFIX, PSEUDO_LABELS, SINGLE_TURN, SINGLE_TURN_VALID, Supervision,
+                                   sessions_source)
 
 NO_SESSIONS = "none"
+SINGLE_TURN_SOURCE = "single_turn"   # valid_sessions: the single-turn queries of the valid split
+PSEUDO_PREFIX = "pseudo:"            # a sessions file labelled by an LLM, e.g. pseudo:/run/pseudo_train.jsonl
 
 
 class EncodedDataset(Dataset):
@@ -66,8 +70,11 @@ class MTICDataModule(pl.LightningDataModule):
 
     The `view` turns sessions into examples (chat transcript, last query, naive or selected concatenation);
     the `encoder`, supplied by the LightningModule through `set_encoder`, turns examples into token ids.
-    Training data = labelled single-turn queries (as one-turn sessions) + labelled sessions (`train_sessions`:
-    a split name such as 'train', a path to pseudo-labelled sessions, or 'none').
+    Training data = labelled single-turn queries (as one-turn sessions) + labelled sessions (`train_sessions`).
+    Validation data (early stopping, checkpoint choice) = `valid_sessions`. A sessions source is a bundle split
+    name ('train', 'valid'), 'single_turn' (valid only: the single-turn queries of the valid split), a path to a
+    sessions JSONL (the user's labels), 'pseudo:<path>' (a JSONL labelled by an LLM), or 'none'.
+    `supervision()` names the label sources these settings read (mtic/eval/supervision.py).
     """
 
     def __init__(
@@ -79,6 +86,7 @@ class MTICDataModule(pl.LightningDataModule):
         eval_batch_size: int = 32,
         train_single_turn: bool = True,
         train_sessions: str = "train",
+        valid_sessions: str = "valid",
         expand_prefixes: bool = True,
         max_train_examples: int | None = None,
         max_eval_examples: int | None = None,
@@ -95,6 +103,7 @@ class MTICDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.train_single_turn = train_single_turn
         self.train_sessions = train_sessions
+        self.valid_sessions = valid_sessions
         self.expand_prefixes = expand_prefixes
         self.max_train_examples = max_train_examples
         self.max_eval_examples = max_eval_examples
@@ -124,23 +133,58 @@ class MTICDataModule(pl.LightningDataModule):
             raise ValueError("no training data: enable train_single_turn or set train_sessions")
         return sessions
 
-    def _session_source(self, source: str) -> list[Session]:
-        path = Path(source)
+    def _session_source(self, source: str, require_target: bool = False) -> list[Session]:
+        path = Path(source.removeprefix(PSEUDO_PREFIX))
         if path.suffix == ".jsonl":
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: sessions file not found")
-            return read_sessions(path, set(self.taxonomy.ids), require_target=False)
+            return read_sessions(path, set(self.taxonomy.ids), require_target=require_target)
         return self.bundle.require_sessions(source)
 
+    def _single_turn_valid(self) -> list[Session]:
+        queries = [q for q in self.bundle.single_turn if q.split == "valid"]
+        if not queries:
+            raise ValueError(f"{self.bundle.root}: single_turn.jsonl has no 'valid' split for model selection "
+                             "(data.valid_sessions=single_turn); add \"split\": \"valid\" to some queries")
+        return [q.as_session(f"valid-{k}") for k, q in enumerate(queries)]
+
+    def _valid_source(self) -> str:
+        """The validation source actually read: a missing bundle split falls back to single-turn valid queries."""
+        spec = self.valid_sessions
+        if spec not in (SINGLE_TURN_SOURCE, NO_SESSIONS) and Path(spec.removeprefix(PSEUDO_PREFIX)).suffix != ".jsonl" \
+                and spec not in self.bundle.sessions:
+            return SINGLE_TURN_SOURCE
+        return spec
+
     def evaluation_sessions(self, split: str) -> list[Session]:
-        """Valid/test sessions; valid falls back to single-turn valid queries when the file is absent."""
-        if split in self.bundle.sessions:
-            sessions = self.bundle.sessions[split]
-        elif split == "valid":
-            sessions = [q.as_session(f"valid-{k}") for k, q in enumerate(self.bundle.single_turn) if q.split == "valid"]
+        """Test sessions (or any bundle split), or the validation sessions of `valid_sessions` for 'valid'."""
+        if split == "valid":
+            source = self._valid_source()
+            if source == NO_SESSIONS:
+                sessions = []
+            elif source == SINGLE_TURN_SOURCE:
+                sessions = self._single_turn_valid()
+            else:
+                sessions = self._session_source(source, require_target=True)
         else:
             sessions = self.bundle.require_sessions(split)
         return sessions[: self.max_eval_examples] if self.max_eval_examples else sessions
+
+    def supervision(self) -> Supervision:
+        """The label sources training and validation read with these settings (nothing is loaded)."""
+        def name(spec: str) -> str:
+            if spec.startswith(PSEUDO_PREFIX):
+                return PSEUDO_LABELS
+            if Path(spec).suffix == ".jsonl":
+                return FILE_PREFIX + Path(spec).name
+            return SINGLE_TURN_VALID if spec == SINGLE_TURN_SOURCE else sessions_source(spec)
+
+        train = [SINGLE_TURN] if self.train_single_turn else []
+        if self.train_sessions != NO_SESSIONS:
+            train.append(name(self.train_sessions))
+        valid = self._valid_source()
+        selection = [] if valid == NO_SESSIONS else [name(valid)]
+        return Supervision(train=train, selection=selection, evaluation=[sessions_source("test")])
 
     def train_examples(self) -> list[ViewExample]:
         """The training examples (views of the training sessions), subsampled to `max_train_examples` (seeded)."""

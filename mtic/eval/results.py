@@ -11,6 +11,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from mtic.eval.supervision import Supervision
+
 RESULTS_FILE = "results.json"
 SECRET_KEY = re.compile(r"(api[_-]?key|secret|passw(or)?d|credential|(^|_)(auth_|access_|hf_)?token$)", re.IGNORECASE)
 
@@ -51,8 +53,12 @@ def write_results(
     test_size: int,
     started_at: float,
     extra: dict[str, Any] | None = None,
+    supervision: Supervision | None = None,
 ) -> Path:
-    """Write `results.json` atomically into `run_dir` and return its path."""
+    """Write `results.json` atomically into `run_dir` and return its path.
+
+    `supervision` (the gold label sources the run read, see mtic/eval/supervision.py) is recorded with the
+    run's `label_free` claim; every pipeline passes it."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     record = {
@@ -62,6 +68,8 @@ def write_results(
         "method": cfg.get("method"),
         **ablation_settings(cfg),
         "seed": cfg.get("seed"),
+        "label_free": bool(cfg.get("label_free", False)),
+        "supervision": supervision.as_record() if supervision is not None else None,
         "test_size": test_size,
         "metrics": {k: round(float(v), 6) for k, v in metrics.items()},
         "wall_time_s": round(time.time() - started_at, 2),

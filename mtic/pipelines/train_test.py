@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from mtic.config_schema import ConfigError
 from mtic.data.sources import resolve_bundle
 from mtic.eval.results import ablation_settings, redact, write_results
+from mtic.eval.supervision import Supervision
 from mtic.eval.wandb_records import attach_to_wandb
 
 log = logging.getLogger("mtic")
@@ -72,15 +73,23 @@ def _make_logger(node: DictConfig, cfg: DictConfig) -> Any:
     return instantiate(node, tags=tags)
 
 
-def run(cfg: DictConfig, fit: bool = True, test: bool = True, checkpoint: str | None = None) -> dict[str, float]:
+def run(cfg: DictConfig, fit: bool = True, test: bool = True, checkpoint: str | None = None,
+        supervision: Supervision | None = None) -> dict[str, float]:
     """Fit, test, write `results.json` and `predictions.jsonl` in the run directory; returns the metrics.
 
     With fit=false, `checkpoint` (a Lightning checkpoint) is tested instead of the freshly built model.
+    `supervision`: label sources read by earlier stages of the calling pipeline (selector, candidate model);
+    the datamodule's own sources are added, and a `label_free` run reading gold multi-turn labels stops here,
+    before any training.
     """
     started = time.time()
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.run_dir)
     datamodule, model = build_components(cfg)
+    used = (supervision or Supervision()).merged(datamodule.supervision())
+    if not fit and checkpoint is not None:
+        used.add(train=[f"checkpoint:{Path(checkpoint).name}"])
+    used.enforce(bool(cfg.get("label_free", False)), where=f"experiment '{cfg.experiment}'")
     trainer = build_trainer(cfg)
     if fit:
         trainer.fit(model, datamodule=datamodule)
@@ -91,7 +100,7 @@ def run(cfg: DictConfig, fit: bool = True, test: bool = True, checkpoint: str | 
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
         _write_predictions(run_dir, getattr(model, "test_outputs", []))
     test_size = len(datamodule.datasets.get("test", []))
-    path = write_results(run_dir, cfg, metrics, test_size, started)
+    path = write_results(run_dir, cfg, metrics, test_size, started, supervision=used)
     log.info("results: %s -> %s", json.dumps(metrics), path)
     print(_summary(cfg, metrics, test_size, path))
     attach_to_wandb(trainer.loggers, path)
