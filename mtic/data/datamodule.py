@@ -12,11 +12,16 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from mtic.data.bundle import Bundle, read_bundle, read_sessions
 from mtic.data.encoding import Encoder, PadCollator
 from mtic.data.schema import Session
-from mtic.data.views import ViewExample
 from mtic.data.taxonomy import Taxonomy
-from mtic.data.views import View, labelled_prefixes
-from mtic.eval.supervision import (FILE_PREFIX, PSEUDO_LABELS, SINGLE_TURN, SINGLE_TURN_VALID, Supervision,
-                                   sessions_source)
+from mtic.data.views import View, ViewExample, labelled_prefixes
+from mtic.eval.supervision import (
+    FILE_PREFIX,
+    PSEUDO_LABELS,
+    SINGLE_TURN,
+    SINGLE_TURN_VALID,
+    Supervision,
+    sessions_source,
+)
 
 NO_SESSIONS = "none"
 SINGLE_TURN_SOURCE = "single_turn"   # valid_sessions: the single-turn queries of the valid split

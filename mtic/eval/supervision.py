@@ -39,7 +39,7 @@ def sessions_source(split: str) -> str:
 
 def is_multi_turn_gold(source: str) -> bool:
     """True for every source carrying human multi-turn labels (bundle sessions, gold selector, user files)."""
-    return source.startswith(SESSIONS_PREFIX) or source.startswith(FILE_PREFIX) or source == SELECTOR_GOLD
+    return source.startswith((SESSIONS_PREFIX, FILE_PREFIX)) or source == SELECTOR_GOLD
 
 
 class LabelFreeViolation(ValueError):

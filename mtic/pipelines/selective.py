@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,23 +19,14 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mtic.config_schema import ConfigError
-from mtic.eval.results import RESULTS_FILE
+from mtic.eval.results import update_results
+from mtic.eval.supervision import SELECTOR_GOLD, SINGLE_TURN, Supervision
 from mtic.pipelines.train_test import bundle_dir_of
 from mtic.pipelines.train_test import run as train_test_run
 
 log = logging.getLogger("mtic")
 SELECTOR_DIR = "selector"
 VIEW = "mtic.data.views.SelectedConcatView"
-
-
-def _merge_into_results(run_dir: Path, extra: dict[str, Any]) -> None:
-    path = run_dir / RESULTS_FILE
-    if path.is_file():
-        record = json.loads(path.read_text(encoding="utf-8"))
-        record.update(extra)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
-        os.replace(tmp, path)
 
 
 def prepare_selector(cfg: DictConfig, settings: Mapping[str, Any]) -> tuple[Path, dict[str, Any]]:
@@ -55,16 +45,31 @@ def prepare_selector(cfg: DictConfig, settings: Mapping[str, Any]) -> tuple[Path
     return out, summary
 
 
+def selector_supervision(settings: Mapping[str, Any], summary: Mapping[str, Any] | None = None) -> Supervision:
+    """The selector's label source: gold multi-turn sessions (`selector:gold`) unless it learns from single-turn
+    pairs (`pipeline.selector.sessions: none`, or a bundle without labelled sessions) or is a saved one."""
+    if settings.get("path"):
+        return Supervision(train=[f"selector:{Path(str(settings['path'])).name}"])
+    if summary is not None:
+        return Supervision(train=[SELECTOR_GOLD if summary.get("source") == "sessions" else SINGLE_TURN])
+    return Supervision(train=[SINGLE_TURN if settings.get("sessions", "train") == "none" else SELECTOR_GOLD])
+
+
 def run(cfg: DictConfig, selector: Mapping[str, Any] | None = None, fit: bool = True, test: bool = True) -> dict[str, float]:
-    """Selector first, then train_test with the selector in the view; returns the test metrics."""
+    """Selector first, then train_test with the selector in the view; returns the test metrics.
+
+    A label-free run (`label_free: true`) must train its selector on single-turn pairs; that is checked before
+    the selector trains."""
     if cfg.data.get("view", {}).get("_target_") != VIEW:
         raise ConfigError(f"pipeline=selective needs data=selected_concat (view {VIEW}), got {cfg.data.view._target_}")
     pl.seed_everything(cfg.seed, workers=True)
     settings = OmegaConf.to_container(selector, resolve=True) if isinstance(selector, DictConfig) else dict(selector or {})
+    label_free = bool(cfg.get("label_free", False))
+    selector_supervision(settings).enforce(label_free, where=f"experiment '{cfg.experiment}' (its selector)")
     path, summary = prepare_selector(cfg, settings)  # type: ignore[arg-type]
     train_cfg = copy.deepcopy(cfg)
     with open_dict(train_cfg):
         train_cfg.data.view.selector = {"_target_": "mtic.models.selector.load_selector", "path": str(path)}
-    metrics = train_test_run(train_cfg, fit=fit, test=test)
-    _merge_into_results(Path(cfg.paths.run_dir), {"selector": summary})
+    metrics = train_test_run(train_cfg, fit=fit, test=test, supervision=selector_supervision(settings, summary))
+    update_results(cfg.paths.run_dir, {"selector": summary})
     return metrics
