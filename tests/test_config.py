@@ -13,7 +13,7 @@ from mtic.config_schema import ConfigError, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
-EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml") if not p.stem.startswith("_"))  # _x: bases
 
 
 def _compose(*overrides: str) -> DictConfig:
@@ -86,9 +86,9 @@ def test_cli_prints_resolved_config() -> None:
     assert "experiment: st_sg" in out.stdout and "smollm2-135m" in out.stdout
 
 
-def test_cli_rejects_bad_value_with_one_line() -> None:
+def test_cli_rejects_bad_value_with_one_line(tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "run.py", "+experiment=st_sg", "model.history=psychic", "paths.output_dir=/tmp/mtic-test-out"],
+        [sys.executable, "run.py", "+experiment=st_sg", "model.history=psychic", f"paths.output_dir={tmp_path}"],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
     )
     assert out.returncode == 2

@@ -1,6 +1,7 @@
 """One LightningDataModule for every model: a bundle, a view, and the model's encoder."""
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -11,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mtic.data.bundle import Bundle, read_bundle, read_sessions
 from mtic.data.encoding import Encoder, PadCollator
-from mtic.data.schema import Session
+from mtic.data.schema import Session, SingleTurnQuery
 from mtic.data.taxonomy import Taxonomy
 from mtic.data.views import View, ViewExample, labelled_prefixes
 from mtic.eval.supervision import (
@@ -23,7 +24,9 @@ from mtic.eval.supervision import (
     sessions_source,
 )
 
+log = logging.getLogger("mtic")
 NO_SESSIONS = "none"
+CARVED_VALID_SHARE = 0.1             # single-turn queries held out for selection when there is no valid split
 SINGLE_TURN_SOURCE = "single_turn"   # valid_sessions: the single-turn queries of the valid split
 PSEUDO_PREFIX = "pseudo:"            # a sessions file labelled by an LLM, e.g. pseudo:/run/pseudo_train.jsonl
 
@@ -118,6 +121,7 @@ class MTICDataModule(pl.LightningDataModule):
         self.encoder: Encoder | None = None
         self.collator: PadCollator | None = None
         self.datasets: dict[str, EncodedDataset] = {}
+        self._single_turn_parts: tuple[list[SingleTurnQuery], list[SingleTurnQuery]] | None = None
 
     def set_encoder(self, encoder: Encoder, pad_token_id: int) -> None:
         """Install the model's encoder (it owns the tokenizer) and reset encoded data."""
@@ -130,7 +134,7 @@ class MTICDataModule(pl.LightningDataModule):
         """Sessions the model trains on, single-turn queries included as one-turn sessions."""
         sessions: list[Session] = []
         if self.train_single_turn:
-            queries = self.bundle.require_single_turn("train")
+            queries = self._single_turn_split()[0]
             sessions += [q.as_session(f"single-{k}") for k, q in enumerate(queries)]
         if self.train_sessions != NO_SESSIONS:
             sessions += self._session_source(self.train_sessions)
@@ -146,12 +150,28 @@ class MTICDataModule(pl.LightningDataModule):
             return read_sessions(path, set(self.taxonomy.ids), require_target=require_target)
         return self.bundle.require_sessions(source)
 
+    def _single_turn_split(self) -> tuple[list[SingleTurnQuery], list[SingleTurnQuery]]:
+        """(training, validation) single-turn queries. Without a 'valid' split in single_turn.jsonl, a seeded
+        `CARVED_VALID_SHARE` of the training queries is held out for validation (and leaves training), once."""
+        if self._single_turn_parts is None:
+            train = self.bundle.require_single_turn("train")
+            valid = [q for q in self.bundle.single_turn if q.split == "valid"]
+            if not valid and self.valid_sessions == SINGLE_TURN_SOURCE:
+                if len(train) < 2:
+                    raise ValueError(f"{self.bundle.root}: single_turn.jsonl has no 'valid' split and too few "
+                                     "queries to hold some out for model selection (data.valid_sessions)")
+                order = list(range(len(train)))
+                random.Random(self.seed).shuffle(order)
+                held = set(order[: max(1, round(CARVED_VALID_SHARE * len(train)))])
+                valid = [q for k, q in enumerate(train) if k in held]
+                train = [q for k, q in enumerate(train) if k not in held]
+                log.warning("single_turn.jsonl has no 'valid' split: %d of its training queries (%.0f %%, seed %d) "
+                            "select the model instead", len(valid), 100 * CARVED_VALID_SHARE, self.seed)
+            self._single_turn_parts = (train, valid)
+        return self._single_turn_parts
+
     def _single_turn_valid(self) -> list[Session]:
-        queries = [q for q in self.bundle.single_turn if q.split == "valid"]
-        if not queries:
-            raise ValueError(f"{self.bundle.root}: single_turn.jsonl has no 'valid' split for model selection "
-                             "(data.valid_sessions=single_turn); add \"split\": \"valid\" to some queries")
-        return [q.as_session(f"valid-{k}") for k, q in enumerate(queries)]
+        return [q.as_session(f"valid-{k}") for k, q in enumerate(self._single_turn_split()[1])]
 
     def _valid_source(self) -> str:
         """The validation source actually read: a missing bundle split falls back to single-turn valid queries."""

@@ -29,3 +29,16 @@ def resolve_bundle(spec: str, cache_dir: str | Path, datasets_dir: str | Path | 
     if not path.is_dir():
         raise MissingBundleFileError(path, "bundle directory not found (set market.bundle or paths.data_dir)")
     return path
+
+
+def bundle_fingerprint(bundle_dir: str | Path) -> str:
+    """Hash of a bundle's data files (intents, single-turn queries, sessions): derived artifacts keyed by it are
+    never reused after the data changes."""
+    import hashlib
+
+    root = Path(bundle_dir)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*.jsonl") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]

@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from mtic.eval.results import RESULTS_FILE
+from mtic.eval.supervision import Supervision
 
 DEFAULT_ROW_KEYS = ("method", "backbone", "target", "cross_lingual", "decode", "view", "prompt", "self_consistency",
-                    "global_head", "local_chain", "label_attention")
+                    "candidates", "global_head", "local_chain", "label_attention")
+SUPERVISION = "supervision"   # a row key: the gold label sources the run read (training + model selection)
 AVERAGE = "avg"
-METHOD_ORDER = ("single_turn", "naive_concat", "selective_concat", "symbol_tuning", "lara", "lara_pl", "clara",
-                "htc_supervised")  # Table 3's order
+METHOD_ORDER = ("tfidf", "single_turn", "naive_concat", "selective_concat", "selective_concat_gold",
+                "symbol_tuning", "lara", "lara_pl", "clara", "htc_supervised")  # Table 3's order
 MISSING = "–"
 
 
@@ -63,16 +65,24 @@ def find_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
 
 def build_table(records: Sequence[dict[str, Any]], metric: str = "test/acc", row_keys: Sequence[str] = DEFAULT_ROW_KEYS) -> Table:
     """One table; row keys that never vary across records are dropped. Later runs override earlier ones."""
-    keys = tuple(k for k in row_keys if len({str(r.get(k)) for r in records}) > 1) or tuple(row_keys[:1])
+    keys = tuple(k for k in row_keys if k == SUPERVISION or len({str(row_value(r, k)) for r in records}) > 1) \
+        or tuple(row_keys[:1])
     markets = sorted({r["market"] for r in records})
     table = Table(metric=metric, row_keys=keys, markets=markets)
     for record in records:
         value = record.get("metrics", {}).get(metric)
         if value is None or (isinstance(value, float) and math.isnan(value)):
             continue
-        row = tuple(record.get(k) for k in keys)
+        row = tuple(row_value(record, k) for k in keys)
         table.cells.setdefault(row, {})[record["market"]] = (float(value), int(record.get("test_size") or 0))
     return table
+
+
+def row_value(record: dict[str, Any], key: str) -> Any:
+    """A record's value for a row key; `supervision` is shown as its sources (e.g. single_turn+single_turn.valid)."""
+    if key == SUPERVISION:
+        return Supervision.column(record.get(SUPERVISION))
+    return record.get(key)
 
 
 def _fmt(value: float | None, scale: float) -> str:

@@ -42,8 +42,18 @@ def ablation_settings(cfg: DictConfig) -> dict[str, Any]:
         "view": cfg.get("data", {}).get("view", {}).get("_target_", "").rsplit(".", 1)[-1] or None,
         "prompt": (cfg.get("prompt") or {}).get("name"),
         "self_consistency": (cfg.get("pipeline") or {}).get("self_consistency"),
+        "candidates": candidates_setting(cfg),
         **{switch: model.get(switch) for switch in HTC_SWITCHES},
     }
+
+
+def candidates_setting(cfg: DictConfig) -> str | None:
+    """Who proposes candidate intents in the LLM pipelines (retrieval + M_c, or retrieval alone)."""
+    retrieval = (cfg.get("pipeline") or {}).get("retrieval") or {}
+    candidates = retrieval.get("candidates") if hasattr(retrieval, "get") else None
+    if not candidates:
+        return None
+    return candidates.get("source")
 
 
 def write_results(

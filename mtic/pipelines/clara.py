@@ -1,8 +1,13 @@
-"""`pipeline=lara | lara_pl | clara`: LLM in-context classification of sessions, and pseudo-labels -> HTC.
+"""`pipeline=lara | clara`: LLM in-context classification of sessions, and pseudo-labels -> HTC.
 
 lara      the LLM labels the test sessions directly -> intent metrics -> results.json, predictions.jsonl
-lara_pl   the LLM pseudo-labels unlabelled sessions (one ordering, no vote) -> train_test with those sessions
-clara     the same with self-consistency (n orderings, agreement rule) -> train_test with the kept sessions
+clara     the LLM pseudo-labels unlabelled sessions with self-consistency (n orderings, agreement rule), the kept
+          sessions are split into pseudo-labelled train / valid parts (`pseudo_valid`), and train_test trains and
+          selects the classifier on them: no gold multi-turn label is read. With `self_consistency: none` (one
+          ordering, no vote) it is LARA-PL (`+experiment=lara_pl`).
+
+Candidate intents come from retrieval and from M_c, the fine-tuned single-turn HTC (mtic/pipelines/
+candidate_model.py), unless `retrieval.candidates.source=none`.
 
 Stage artifacts are reused: LLM answers live in the answer cache; the pseudo-label records file lives under
 `<cache_dir>/clara/<market>-<key>/` where the key hashes everything that determines the labels (bundle, split
@@ -15,6 +20,7 @@ import copy
 import hashlib
 import json
 import logging
+import random
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -31,12 +37,16 @@ from mtic.clara.pseudo_label import Outputs, pseudo_label, recover
 from mtic.clara.retrieval import DemoIndex, Retriever
 from mtic.clara.self_consistency import RULES
 from mtic.config_schema import ConfigError
-from mtic.data.bundle import Bundle, read_bundle
+from mtic.data.bundle import Bundle, read_bundle, write_jsonl
 from mtic.data.craft import read_unlabeled_gold
+from mtic.data.datamodule import PSEUDO_PREFIX
 from mtic.data.schema import Session
+from mtic.data.sources import bundle_fingerprint
 from mtic.data.taxonomy import Taxonomy
 from mtic.eval.metrics import IntentMetrics
 from mtic.eval.results import update_results, write_results
+from mtic.eval.supervision import GOLD_UNLABELED, PSEUDO_LABELS, SINGLE_TURN, Supervision, sessions_source
+from mtic.pipelines.candidate_model import ensure_candidate_model, identity, plan_candidates
 from mtic.pipelines.train_test import PREDICTIONS_FILE, bundle_dir_of
 from mtic.pipelines.train_test import run as train_test_run
 
@@ -44,6 +54,8 @@ log = logging.getLogger("mtic")
 NO_SC = "none"
 ARTIFACT_DIR = "clara"
 RECORDS_FILE = "pseudo_labels.jsonl"
+PSEUDO_TRAIN_FILE = "pseudo_train.jsonl"
+PSEUDO_VALID_FILE = "pseudo_valid.jsonl"
 LARA_RECORDS_FILE = "lara_records.jsonl"
 EXACT_METHODS = ("exact", SCORE_METHOD, SYMBOL_METHOD)
 PSEUDO_LABEL_REPORT = ("sessions", "kept", "kept_share", "precision", "session_statuses", "answer_statuses", "files",
@@ -117,6 +129,7 @@ def build_labeler(cfg: DictConfig, bundle: Bundle, taxonomy: Taxonomy, retrieval
     from mtic.models.backbones import load_sentence_embedder
 
     labels = _labels(cfg, taxonomy)
+    retrieval = ensure_candidate_model(cfg, retrieval)
     if embedder is None:
         embedder = load_sentence_embedder(retrieval["embedder"], cfg.paths.cache_dir)
     retriever = build_retriever(bundle, taxonomy, retrieval, embedder, cfg.paths.cache_dir)
@@ -151,19 +164,10 @@ def artifact_key(cfg: DictConfig, bundle_dir: Path, parts: Mapping[str, Any]) ->
     """Hash of everything that determines the pseudo-labels: the bundle's files, the LLM settings (not the
     runtime ones such as batch size or retries), prompt, labels and `parts` (split, cap, retrieval, SC)."""
     llm = {k: v for k, v in _require(cfg, "llm").items() if k not in LLM_RUNTIME_KEYS}
-    payload = {"bundle_files": _fingerprint(bundle_dir), "llm": llm, "prompt": _require(cfg, "prompt"),
+    payload = {"bundle_files": bundle_fingerprint(bundle_dir), "llm": llm, "prompt": _require(cfg, "prompt"),
                "labels": _plain(cfg.labels), **parts}
     blob = json.dumps(payload, sort_keys=True, default=str, ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
-
-
-def _fingerprint(bundle_dir: Path) -> str:
-    """Hash of the bundle's files (intents, single-turn queries, sessions): edited data never reuses old labels."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in bundle_dir.rglob("*.jsonl") if p.is_file()):
-        digest.update(str(path.relative_to(bundle_dir)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def _gold(bundle: Bundle, sessions: Sequence[Session], taxonomy: Taxonomy) -> dict[str, str]:
@@ -180,32 +184,40 @@ def _gold(bundle: Bundle, sessions: Sequence[Session], taxonomy: Taxonomy) -> di
 def pseudo_label_stage(cfg: DictConfig, self_consistency: str, sc_orders: int, sc_seed: int,
                        retrieval: Mapping[str, Any], unlabeled: Mapping[str, Any], batch_size: int,
                        matcher: Mapping[str, Any] | None, pseudo_labels: str | None, progress: bool,
-                       artifact_dir: str) -> dict[str, Any]:
-    """Pseudo-label (or resume, or reuse) and return the summary; its `files.sessions` is the training file."""
+                       artifact_dir: str) -> tuple[dict[str, Any], Supervision]:
+    """Pseudo-label (or resume, or reuse) and return the summary (its `files.sessions` holds the kept sessions)
+    and the label sources the stage read (single-turn demos, M_c)."""
     n_orders, rule = _sc(self_consistency, sc_orders)
     bundle_dir = bundle_dir_of(cfg)
     bundle = read_bundle(bundle_dir)
     taxonomy = Taxonomy.from_intents(bundle.intents)
-    sessions = bundle.require_sessions(unlabeled.get("split", "unlabeled"))
+    split = unlabeled.get("split", "unlabeled")
+    sessions = bundle.require_sessions(split)
     cap = unlabeled.get("max_sessions")
     sessions = sessions[: int(cap)] if cap else sessions
+    retrieval, used = plan_candidates(cfg, retrieval, bundle_dir)
+    used.add(train=[SINGLE_TURN])  # the demos
     if pseudo_labels:
         out = Path(pseudo_labels)
     else:
-        key = artifact_key(cfg, bundle_dir, {"split": unlabeled.get("split"), "max_sessions": cap, "n_orders": n_orders,
-                                             "rule": rule, "sc_seed": sc_seed, "retrieval": dict(retrieval)})
+        key = artifact_key(cfg, bundle_dir, {"split": split, "max_sessions": cap, "n_orders": n_orders,
+                                             "rule": rule, "sc_seed": sc_seed, "retrieval": identity(retrieval)})
         out = Path(artifact_dir).expanduser() / f"{cfg.market.name}-{key}" / RECORDS_FILE
     have = recover(out)
     log.info("pseudo-labels: %s (%d of %d sessions already labelled)", out, sum(s.id in have for s in sessions),
              len(sessions))
     labeler = LazyLabeler(lambda: build_labeler(cfg, bundle, taxonomy, retrieval, matcher, n_orders, rule, sc_seed))
     settings = {"prompt": cfg.prompt.name, "rule": rule if n_orders > 1 else NO_SC, "n_orders": n_orders,
-                "llm": llm_summary(cfg), "retrieval": dict(retrieval), "bundle": str(bundle_dir),
-                "split": unlabeled.get("split"), "max_sessions": cap}
-    summary = pseudo_label(sessions, labeler, out, batch_size=batch_size, gold=_gold(bundle, sessions, taxonomy),
-                           settings=settings, progress=progress)
+                "llm": llm_summary(cfg), "retrieval": identity(retrieval), "bundle": str(bundle_dir),
+                "split": split, "max_sessions": cap}
+    gold = _gold(bundle, sessions, taxonomy)
+    summary = pseudo_label(sessions, labeler, out, batch_size=batch_size, gold=gold, settings=settings,
+                           progress=progress)
     summary["llm_stats"] = labeler.llm_stats()
-    return summary
+    if gold:  # scoring the pseudo-labels (Table 4), never training on them
+        used.add(evaluation=[sessions_source(split) if split in bundle.sessions and any(
+            s.target is not None for s in sessions) else GOLD_UNLABELED])
+    return summary, used
 
 
 def _default_artifact_dir(cfg: DictConfig) -> str:
@@ -230,50 +242,67 @@ def pseudo_label_metrics(summary: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if v is not None}
 
 
-def _pseudo_then_train(cfg: DictConfig, fit: bool, test: bool, **stage: Any) -> dict[str, float]:
+def split_pseudo_labelled(sessions_file: str | Path, run_dir: Path, share: float, max_sessions: int | None,
+                          seed: int) -> tuple[Path, Path, int]:
+    """Carve a validation split off the kept sessions (the paper keeps 1.5k pseudo-labelled samples for early
+    stopping): `share` of them, at most `max_sessions`, at least one, drawn with `seed`; the rest trains.
+    Returns (train file, valid file, number of validation sessions)."""
+    lines = [line for line in Path(sessions_file).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(lines) < 2:
+        raise RuntimeError(f"{sessions_file}: {len(lines)} pseudo-labelled session(s) kept; at least 2 are needed "
+                           "to train and to select a model on pseudo-labels (label more sessions: "
+                           "pipeline.unlabeled.max_sessions)")
+    n_valid = max(1, round(share * len(lines)))
+    n_valid = min(n_valid, int(max_sessions) if max_sessions else n_valid, len(lines) - 1)
+    order = list(range(len(lines)))
+    random.Random(seed).shuffle(order)
+    valid_rows = sorted(order[:n_valid])
+    train_rows = sorted(order[n_valid:])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    train_path, valid_path = run_dir / PSEUDO_TRAIN_FILE, run_dir / PSEUDO_VALID_FILE
+    write_jsonl(train_path, [json.loads(lines[k]) for k in train_rows])
+    write_jsonl(valid_path, [json.loads(lines[k]) for k in valid_rows])
+    return train_path, valid_path, n_valid
+
+
+def _pseudo_then_train(cfg: DictConfig, fit: bool, test: bool, pseudo_valid: Mapping[str, Any],
+                       **stage: Any) -> dict[str, float]:
     """Pseudo-labels, then train_test on them; with fit=false and test=false only the pseudo-labels are made."""
     started = time.time()
-    summary = pseudo_label_stage(cfg, **stage)
+    summary, used = pseudo_label_stage(cfg, **stage)
     run_dir = Path(cfg.paths.run_dir)
     _copy_summary(summary, run_dir)
     sessions_file = summary["files"]["sessions"]
     print(f"[mtic] pseudo-labels: kept {summary['kept']} of {summary['sessions']} sessions -> {sessions_file}")
-    report = {"llm": llm_summary(cfg), "pseudo_labels": {k: summary.get(k) for k in PSEUDO_LABEL_REPORT}}
+    report = {"llm": llm_summary(cfg), "pseudo_labels": {k: summary.get(k) for k in PSEUDO_LABEL_REPORT},
+              "candidates": (stage["retrieval"].get("candidates") or {}).get("source", "none")}
     if not (fit or test):
-        write_results(run_dir, cfg, pseudo_label_metrics(summary), 0, started, extra=report)
+        used.add(train=[PSEUDO_LABELS])
+        write_results(run_dir, cfg, pseudo_label_metrics(summary), 0, started, extra=report, supervision=used)
         return {}
     if summary["kept"] == 0:
         raise RuntimeError("no session was pseudo-labelled (see the summary): nothing to train on")
+    train_file, valid_file, n_valid = split_pseudo_labelled(
+        sessions_file, run_dir, float(pseudo_valid.get("share", 0.2)), pseudo_valid.get("max_sessions"), cfg.seed)
+    report["pseudo_labels"]["valid_sessions"] = n_valid
     train_cfg = copy.deepcopy(cfg)
     with open_dict(train_cfg):
-        train_cfg.data.train_sessions = sessions_file
-    metrics = train_test_run(train_cfg, fit=fit, test=test)
+        train_cfg.data.train_sessions = PSEUDO_PREFIX + str(train_file)
+        train_cfg.data.valid_sessions = PSEUDO_PREFIX + str(valid_file)
+    metrics = train_test_run(train_cfg, fit=fit, test=test, supervision=used)
     report["wall_time_s"] = round(time.time() - started, 2)  # pseudo-labelling included
     update_results(run_dir, report, pseudo_label_metrics(summary))
     return metrics
 
 
-def lara_pl(cfg: DictConfig, self_consistency: str = NO_SC, sc_orders: int = 1, sc_seed: int = 0,
-            retrieval: Mapping[str, Any] | None = None, unlabeled: Mapping[str, Any] | None = None,
-            batch_size: int = 8, matcher: Mapping[str, Any] | None = None, pseudo_labels: str | None = None,
-            artifact_dir: str | None = None, progress: bool = True, fit: bool = True,
-            test: bool = True) -> dict[str, float]:
-    """Pseudo-labels without self-consistency -> train and test the configured model."""
-    return _pseudo_then_train(cfg, fit, test, self_consistency=self_consistency, sc_orders=sc_orders, sc_seed=sc_seed,
-                              retrieval=_plain(retrieval) or {}, unlabeled=_plain(unlabeled) or {},
-                              batch_size=batch_size, matcher=_plain(matcher), pseudo_labels=pseudo_labels,
-                              progress=progress, artifact_dir=artifact_dir or _default_artifact_dir(cfg))
-
-
 def clara(cfg: DictConfig, self_consistency: str = "unanimous", sc_orders: int = 3, sc_seed: int = 0,
           retrieval: Mapping[str, Any] | None = None, unlabeled: Mapping[str, Any] | None = None,
           batch_size: int = 8, matcher: Mapping[str, Any] | None = None, pseudo_labels: str | None = None,
-          artifact_dir: str | None = None, progress: bool = True, fit: bool = True,
-          test: bool = True) -> dict[str, float]:
-    """Pseudo-labels with self-consistency -> train and test the configured model (the HTC)."""
-    if self_consistency == NO_SC:
-        raise ConfigError("pipeline=clara needs self-consistency (unanimous | majority); use pipeline=lara_pl without")
-    return _pseudo_then_train(cfg, fit, test, self_consistency=self_consistency, sc_orders=sc_orders, sc_seed=sc_seed,
+          pseudo_valid: Mapping[str, Any] | None = None, artifact_dir: str | None = None, progress: bool = True,
+          fit: bool = True, test: bool = True) -> dict[str, float]:
+    """Pseudo-labels (with self-consistency; `none` = LARA-PL) -> train, select and test the configured model."""
+    return _pseudo_then_train(cfg, fit, test, pseudo_valid=_plain(pseudo_valid) or {},
+                              self_consistency=self_consistency, sc_orders=sc_orders, sc_seed=sc_seed,
                               retrieval=_plain(retrieval) or {}, unlabeled=_plain(unlabeled) or {},
                               batch_size=batch_size, matcher=_plain(matcher), pseudo_labels=pseudo_labels,
                               progress=progress, artifact_dir=artifact_dir or _default_artifact_dir(cfg))
@@ -292,7 +321,9 @@ def lara(cfg: DictConfig, self_consistency: str = NO_SC, sc_orders: int = 1, sc_
     sessions = bundle.require_sessions(split)
     sessions = sessions[: int(max_sessions)] if max_sessions else sessions
     run_dir = Path(cfg.paths.run_dir)
-    retrieval = _plain(retrieval) or {}
+    retrieval, used = plan_candidates(cfg, _plain(retrieval) or {}, bundle_dir)
+    used.add(train=[SINGLE_TURN], evaluation=[sessions_source(split)])  # the demos; the gold of what it classifies
+    used.enforce(bool(cfg.get("label_free", False)), where=f"experiment '{cfg.experiment}'")
     labeler = LazyLabeler(
         lambda: build_labeler(cfg, bundle, taxonomy, retrieval, _plain(matcher), n_orders, rule, sc_seed))
     gold = {s.id: s.target for s in sessions if s.target is not None}
@@ -318,8 +349,9 @@ def lara(cfg: DictConfig, self_consistency: str = NO_SC, sc_orders: int = 1, sc_
     extra = {"decode": cfg.llm.get("mode"), "view": "retrieval_prompt", "history": None, "llm": llm_summary(cfg),
              "llm_answers": {"answer_statuses": summary["answer_statuses"],
                              "session_statuses": summary["session_statuses"],
-                             "llm_stats": labeler.llm_stats(), "answered": sum(r["intent"] is not None for r in rows)}}
-    path = write_results(run_dir, cfg, metrics, len(sessions), started, extra=extra)
+                             "llm_stats": labeler.llm_stats(), "answered": sum(r["intent"] is not None for r in rows)},
+             "candidates": (retrieval.get("candidates") or {}).get("source", "none")}
+    path = write_results(run_dir, cfg, metrics, len(sessions), started, extra=extra, supervision=used)
     shown = ", ".join(f"{k.split('/', 1)[1]}={v:.4f}" for k, v in sorted(metrics.items()))
     print(f"[mtic] {cfg.experiment} market={cfg.market.name} n_test={len(sessions)}: {shown}\n[mtic] results: {path}")
     return metrics
