@@ -78,6 +78,25 @@ class NaiveConcatView:
 
 
 @dataclass(frozen=True)
+class LastKView:
+    """The last `k` queries joined oldest first (k=2: "last two", the previous query and the last one).
+
+    Sessions shorter than `k` give all their queries; k=1 is the last-query view.
+    """
+
+    k: int = 2
+    separator: str = " | "
+
+    def __post_init__(self) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise ValueError(f"LastKView: k must be a positive integer, got {self.k!r}")
+
+    def __call__(self, session: Session) -> ViewExample:
+        return ViewExample(session_id=session.id, target=session.target,
+                           text=self.separator.join(session.queries[-self.k :]))
+
+
+@dataclass(frozen=True)
 class SelectedConcatView:
     """One history query picked by `selector(history, last)` joined with the last query.
 
