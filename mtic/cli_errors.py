@@ -8,9 +8,10 @@ from collections.abc import Iterator
 
 from mtic.config_schema import ConfigError
 from mtic.data.errors import BundleError
+from mtic.eval.supervision import LabelFreeViolation
 
 log = logging.getLogger("mtic")
-USER_ERRORS = (BundleError, ConfigError, FileNotFoundError)
+USER_ERRORS = (BundleError, ConfigError, FileNotFoundError, LabelFreeViolation)
 EXIT_USER_ERROR = 2
 
 

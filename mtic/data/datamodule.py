@@ -73,6 +73,24 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         return (len(self.lengths) + self.batch_size - 1) // self.batch_size
 
 
+def _source_name(spec: str) -> str:
+    if spec.startswith(PSEUDO_PREFIX):
+        return PSEUDO_LABELS
+    if Path(spec).suffix == ".jsonl":
+        return FILE_PREFIX + Path(spec).name
+    return SINGLE_TURN_VALID if spec == SINGLE_TURN_SOURCE else sessions_source(spec)
+
+
+def planned_supervision(train_single_turn: bool, train_sessions: str, valid_sessions: str) -> Supervision:
+    """The label sources of a data config (a valid split counts as read even if the bundle lacks it): what a
+    pipeline checks against `label_free` before any compute."""
+    train = [SINGLE_TURN] if train_single_turn else []
+    if train_sessions != NO_SESSIONS:
+        train.append(_source_name(train_sessions))
+    selection = [] if valid_sessions == NO_SESSIONS else [_source_name(valid_sessions)]
+    return Supervision(train=train, selection=selection, evaluation=[sessions_source("test")])
+
+
 class MTICDataModule(pl.LightningDataModule):
     """Feeds any mtic LightningModule from a bundle.
 
@@ -197,19 +215,7 @@ class MTICDataModule(pl.LightningDataModule):
 
     def supervision(self) -> Supervision:
         """The label sources training and validation read with these settings (nothing is loaded)."""
-        def name(spec: str) -> str:
-            if spec.startswith(PSEUDO_PREFIX):
-                return PSEUDO_LABELS
-            if Path(spec).suffix == ".jsonl":
-                return FILE_PREFIX + Path(spec).name
-            return SINGLE_TURN_VALID if spec == SINGLE_TURN_SOURCE else sessions_source(spec)
-
-        train = [SINGLE_TURN] if self.train_single_turn else []
-        if self.train_sessions != NO_SESSIONS:
-            train.append(name(self.train_sessions))
-        valid = self._valid_source()
-        selection = [] if valid == NO_SESSIONS else [name(valid)]
-        return Supervision(train=train, selection=selection, evaluation=[sessions_source("test")])
+        return planned_supervision(self.train_single_turn, self.train_sessions, self._valid_source())
 
     def train_examples(self) -> list[ViewExample]:
         """The training examples (views of the training sessions), subsampled to `max_train_examples` (seeded)."""

@@ -111,7 +111,10 @@ def _ensure_built(name: str, models: Path) -> Path:
         try:
             log.warning("mtic: building %s into %s (once)", name, final)
             start = time.perf_counter()
-            info = BUILDERS[name](tmp) or {}
+            import torch
+
+            with torch.random.fork_rng(devices=[]):  # a build (seeded) never moves the caller's random state
+                info = BUILDERS[name](tmp) or {}
             info.update(name=name, version=BUILD_VERSIONS[name], seconds=round(time.perf_counter() - start, 2))
             (tmp / MARKER).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
             _seal(tmp)

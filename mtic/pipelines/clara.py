@@ -268,6 +268,10 @@ def split_pseudo_labelled(sessions_file: str | Path, run_dir: Path, share: float
 def _pseudo_then_train(cfg: DictConfig, fit: bool, test: bool, pseudo_valid: Mapping[str, Any],
                        **stage: Any) -> dict[str, float]:
     """Pseudo-labels, then train_test on them; with fit=false and test=false only the pseudo-labels are made."""
+    for key in ("train_sessions", "valid_sessions"):
+        if cfg.data.get(key, NO_SC) != NO_SC:
+            raise ConfigError(f"'data.{key}' is {cfg.data.get(key)!r}: CLARA trains and selects the model on its "
+                              f"pseudo-labelled sessions, so data.{key} must be none")
     started = time.time()
     summary, used = pseudo_label_stage(cfg, **stage)
     run_dir = Path(cfg.paths.run_dir)

@@ -19,6 +19,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mtic.config_schema import ConfigError
+from mtic.data.datamodule import planned_supervision
 from mtic.eval.results import update_results
 from mtic.eval.supervision import SELECTOR_GOLD, SINGLE_TURN, Supervision
 from mtic.pipelines.train_test import bundle_dir_of
@@ -64,8 +65,10 @@ def run(cfg: DictConfig, selector: Mapping[str, Any] | None = None, fit: bool = 
         raise ConfigError(f"pipeline=selective needs data=selected_concat (view {VIEW}), got {cfg.data.view._target_}")
     pl.seed_everything(cfg.seed, workers=True)
     settings = OmegaConf.to_container(selector, resolve=True) if isinstance(selector, DictConfig) else dict(selector or {})
-    label_free = bool(cfg.get("label_free", False))
-    selector_supervision(settings).enforce(label_free, where=f"experiment '{cfg.experiment}' (its selector)")
+    data = cfg.data
+    planned = planned_supervision(data.get("train_single_turn", True), data.get("train_sessions", "train"),
+                                  data.get("valid_sessions", "valid")).merged(selector_supervision(settings))
+    planned.enforce(bool(cfg.get("label_free", False)), where=f"experiment '{cfg.experiment}'")
     path, summary = prepare_selector(cfg, settings)  # type: ignore[arg-type]
     train_cfg = copy.deepcopy(cfg)
     with open_dict(train_cfg):

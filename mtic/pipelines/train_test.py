@@ -13,6 +13,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mtic.config_schema import ConfigError
+from mtic.data.datamodule import planned_supervision
 from mtic.data.sources import resolve_bundle
 from mtic.eval.results import ablation_settings, redact, write_results
 from mtic.eval.supervision import Supervision
@@ -85,11 +86,16 @@ def run(cfg: DictConfig, fit: bool = True, test: bool = True, checkpoint: str | 
     started = time.time()
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.run_dir)
+    label_free, where = bool(cfg.get("label_free", False)), f"experiment '{cfg.experiment}'"
+    data = cfg.data
+    planned = planned_supervision(data.get("train_single_turn", True), data.get("train_sessions", "train"),
+                                  data.get("valid_sessions", "valid"))
+    (supervision or Supervision()).merged(planned).enforce(label_free, where=where)  # before any model loads
     datamodule, model = build_components(cfg)
     used = (supervision or Supervision()).merged(datamodule.supervision())
     if not fit and checkpoint is not None:
         used.add(train=[f"checkpoint:{Path(checkpoint).name}"])
-    used.enforce(bool(cfg.get("label_free", False)), where=f"experiment '{cfg.experiment}'")
+    used.enforce(label_free, where=where)
     trainer = build_trainer(cfg)
     if fit:
         trainer.fit(model, datamodule=datamodule)
@@ -100,7 +106,8 @@ def run(cfg: DictConfig, fit: bool = True, test: bool = True, checkpoint: str | 
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
         _write_predictions(run_dir, getattr(model, "test_outputs", []))
     test_size = len(datamodule.datasets.get("test", []))
-    path = write_results(run_dir, cfg, metrics, test_size, started, supervision=used)
+    sizes = {"data_sizes": {split: len(data) for split, data in datamodule.datasets.items()}}  # examples per split
+    path = write_results(run_dir, cfg, metrics, test_size, started, extra=sizes, supervision=used)
     log.info("results: %s -> %s", json.dumps(metrics), path)
     print(_summary(cfg, metrics, test_size, path))
     attach_to_wandb(trainer.loggers, path)
