@@ -48,3 +48,19 @@ def test_rows_follow_the_papers_method_order(tmp_path: Path) -> None:
                                                       "metrics": {"test/acc": 0.1 * k}}), encoding="utf-8")
     table = build_table(find_results([tmp_path]), row_keys=("method",))
     assert [r[0] for r in table.rows()] == ["single_turn", "naive_concat", "clara", "htc_supervised", "aaa_custom"]
+
+
+def test_cells_below_the_tfidf_floor_are_marked(tmp_path: Path) -> None:
+    rows = [("tfidf", "NaiveConcatView", "sg", 0.60), ("tfidf", "LastQueryView", "sg", 0.50),
+            ("naive_concat", "NaiveConcatView", "sg", 0.55), ("single_turn", "LastQueryView", "sg", 0.52),
+            ("clara", "NaiveConcatView", "sg", 0.61), ("naive_concat", "NaiveConcatView", "id", 0.40)]
+    for k, (method, view, market, acc) in enumerate(rows):
+        run = tmp_path / str(k)
+        run.mkdir()
+        record = {"market": market, "method": method, "view": view, "test_size": 10, "metrics": {"test/acc": acc}}
+        (run / "results.json").write_text(json.dumps(record), encoding="utf-8")
+    markdown = to_markdown(build_table(find_results([tmp_path]), row_keys=("method", "view")))
+    assert "| naive_concat | NaiveConcatView | 40.00 | 55.00 ↓ |" in markdown  # 55 < 60 (same view); id: no floor
+    assert "| single_turn | LastQueryView | – | 52.00 |" in markdown  # 52 >= 50 (its view's floor)
+    assert "| clara | NaiveConcatView | – | 61.00 |" in markdown
+    assert "| tfidf | LastQueryView | – | 50.00 |" in markdown and "below the TF-IDF" in markdown

@@ -19,6 +19,10 @@ AVERAGE = "avg"
 METHOD_ORDER = ("tfidf", "single_turn", "naive_concat", "selective_concat", "selective_concat_gold",
                 "symbol_tuning", "lara", "lara_pl", "clara", "htc_supervised")  # Table 3's order
 MISSING = "–"
+FLOOR_METHOD = "tfidf"        # TF-IDF + logistic regression: the floor every row is read against
+BELOW_FLOOR = "↓"
+FLOOR_NOTE = (f"{BELOW_FLOOR} = below the TF-IDF + LR floor of the same market (the TF-IDF row of the same view "
+              "when there is one, else the best TF-IDF row)")
 
 
 @dataclass
@@ -89,14 +93,42 @@ def _fmt(value: float | None, scale: float) -> str:
     return MISSING if value is None else f"{value * scale:.2f}"
 
 
+def floor_of(table: Table, row: tuple, market: str) -> float | None:
+    """The TF-IDF floor a row's cell is read against: the TF-IDF row of the same view in that market when it
+    ran, else the best TF-IDF row of that market; None for TF-IDF rows and tables without one."""
+    keys = table.row_keys
+    if "method" not in keys:
+        return None
+    method = keys.index("method")
+    if row[method] == FLOOR_METHOD:
+        return None
+    floors = {r: table.value(r, market) for r in table.cells if r[method] == FLOOR_METHOD}
+    floors = {r: v for r, v in floors.items() if v is not None}
+    if "view" in keys:
+        view = keys.index("view")
+        same = [v for r, v in floors.items() if r[view] == row[view]]
+        if same:
+            return max(same)
+    return max(floors.values()) if floors else None
+
+
 def to_markdown(table: Table, scale: float = 100.0) -> str:
-    """Markdown table; missing cells show as '–', never as zero."""
+    """Markdown table; missing cells show as '–', never as zero; cells under the TF-IDF floor carry '↓'."""
     header = [*table.row_keys, *table.markets, f"{AVERAGE} (weighted)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    marked = False
     for row in table.rows():
-        values = [_fmt(table.value(row, m), scale) for m in table.markets] + [_fmt(table.average(row), scale)]
+        values = []
+        for market in table.markets:
+            value, floor = table.value(row, market), floor_of(table, row, market)
+            below = value is not None and floor is not None and value < floor
+            marked |= below
+            values.append(_fmt(value, scale) + (f" {BELOW_FLOOR}" if below else ""))
+        values.append(_fmt(table.average(row), scale))
         settings = ["" if x is None else str(x) for x in row]  # a setting that does not apply to this row
         lines.append("| " + " | ".join([*settings, *values]) + " |")
+    if marked:
+        lines += ["", FLOOR_NOTE]
     return "\n".join(lines)
 
 
