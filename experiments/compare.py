@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metric", action="append", help="metric key(s), default test/acc")
     parser.add_argument("--rows", default=",".join(DEFAULT_ROW_KEYS), help="comma-separated result fields for rows")
     parser.add_argument("--out", default=None, help="directory for .md/.csv/.png (default: print only)")
+    parser.add_argument("--readme", nargs=2, metavar=("FILE", "SECTION"), default=None,
+                        help="also write the (first metric's) table into FILE between <!-- SECTION:start --> and "
+                             "<!-- SECTION:end -->, e.g. --readme README.md table3")
     args = parser.parse_args(argv)
     if not args.runs and not args.wandb:
         parser.error("give run directories and/or --wandb ENTITY/PROJECT")
@@ -39,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
-    for metric in args.metric or ["test/acc"]:
+    for k, metric in enumerate(args.metric or ["test/acc"]):
         table = build_table(records, metric=metric, row_keys=args.rows.split(","))
         markdown = to_markdown(table)
         print(f"\n### {metric} ({len(records)} runs)\n\n{markdown}")
@@ -49,7 +52,21 @@ def main(argv: list[str] | None = None) -> int:
             write_csv(table, out / f"{stem}.csv")
             plot_table(table, out / f"{stem}.png")
             print(f"\nwrote {out / stem}.md, .csv, .png")
+        if args.readme and k == 0:
+            replace_section(Path(args.readme[0]), args.readme[1], markdown)
+            print(f"\nwrote {args.readme[1]} into {args.readme[0]}")
     return 0
+
+
+def replace_section(path: Path, section: str, markdown: str) -> None:
+    """Replace the text between `<!-- SECTION:start -->` and `<!-- SECTION:end -->` of a file (both must exist)."""
+    text = path.read_text(encoding="utf-8")
+    start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
+    if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+        raise SystemExit(f"error: {path}: needs exactly one '{start}' before one '{end}'")
+    head, rest = text.split(start)
+    _, tail = rest.split(end)
+    path.write_text(f"{head}{start}\n{markdown}\n{end}{tail}", encoding="utf-8")
 
 
 if __name__ == "__main__":
