@@ -27,10 +27,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    from mtic.data.bundle import read_bundle
     from mtic.data.errors import BundleError
     from mtic.data.prepare import option_value, prepare
-    from mtic.data.stats import bundle_stats, stats_table
+    from mtic.data.stats import bundle_dir_stats, stats_table
 
     options = {}
     for item in args.set or []:
@@ -44,16 +43,15 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     if Path(args.out).exists() and not args.overwrite:
         raise BundleError(args.out, "already exists; pass --overwrite to replace it")
     path = prepare(args.source, Path(args.src), Path(args.out), overwrite=args.overwrite, **options)
-    print(stats_table([bundle_stats(read_bundle(path))]))
+    print(stats_table([bundle_dir_stats(path)]))
     print(f"wrote the {args.source} bundle to {path} (gold labels of unlabeled.jsonl: sessions/unlabeled.gold.jsonl)")
     return 0
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
-    from mtic.data.bundle import read_bundle
-    from mtic.data.stats import bundle_stats, stats_table
+    from mtic.data.stats import bundle_dir_stats, stats_table
 
-    print(stats_table([bundle_stats(read_bundle(path)) for path in args.bundles]))
+    print(stats_table([bundle_dir_stats(path) for path in args.bundles]))
     return 0
 
 

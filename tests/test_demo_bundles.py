@@ -1,4 +1,5 @@
-"""Demo bundles: every market file that exists (plus a synthetic one) builds a valid, leakage-free bundle."""
+"""Demo bundles: every market file that exists (plus a synthetic one) builds a valid bundle whose valid/test
+turns (history and follow-ups included) never appear in a training-side file."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mtic.data.bundle import read_bundle
-from mtic.data.craft import MIN_EVAL_FOLLOWUP_SHARE, read_unlabeled_gold
+from mtic.data.craft import MIN_EVAL_FOLLOWUP_SHARE, normalise_text, read_unlabeled_gold
 from mtic.data.demo.build import (
     DEFAULT_SIZES,
     MARKETS,
@@ -72,18 +73,27 @@ def test_demo_bundle(code: str, synthetic: bool, synthetic_markets: Path, tmp_pa
     assert sizes == {k[2:]: v for k, v in DEFAULT_SIZES.items()}
     share = bundle.meta.extra["test_followup_share"]
     assert share >= MIN_EVAL_FOLLOWUP_SHARE
-    training = {q.text for q in bundle.single_turn}
-    training |= {t.text for split in ("train", "unlabeled") for s in bundle.sessions[split] for t in s.turns}
+    gold = read_unlabeled_gold(root, {i.id for i in bundle.intents})
+    assert gold is not None and [s.unlabeled() for s in gold] == bundle.sessions["unlabeled"]
+    # no valid/test turn (last or history, follow-ups included) is a text of a training-side file
+    training = {normalise_text(q.text) for q in bundle.single_turn}
+    training |= {normalise_text(t.text) for split in ("train", "unlabeled") for s in bundle.sessions[split]
+                 for t in s.turns}
+    training |= {normalise_text(t.text) for s in gold for t in s.turns}
     followups = {t for entry in market["intents"].values() for t in entry.get("followups", [])}
+    eval_followups = set()
     for split in ("valid", "test"):
         for s in bundle.sessions[split]:
             assert all(t.intent is None for t in s.turns[:-1]) and s.target is not None
-            assert not ({t.text for t in s.turns} - followups) & training
-    gold = read_unlabeled_gold(root, {i.id for i in bundle.intents})
-    assert gold is not None and [s.unlabeled() for s in gold] == bundle.sessions["unlabeled"]
-    stats = bundle_stats(bundle)
+            assert not [t.text for t in s.turns if normalise_text(t.text) in training], s.id
+            eval_followups |= {t.text for t in s.turns} & followups
+    assert eval_followups  # follow-ups are used, from their own evaluation-side pool
+    stats = bundle_stats(bundle, gold)
     assert stats["test_followup_share"] == share and stats["levels"] == LEVELS
-    assert f"| {code} |" in stats_table([stats])
+    assert [stats[f"leaked_{kind}_{split}"] for kind in ("last", "any") for split in ("valid", "test")] == [0] * 4
+    assert bundle.meta.extra["eval_excluded_intents"] == []
+    table = stats_table([stats])
+    assert f"| {code} |" in table and "| 0 / 0 | 0 / 0 |" in table
 
 
 def test_build_is_deterministic(synthetic_markets: Path) -> None:

@@ -11,6 +11,7 @@ from mtic.data.craft import read_unlabeled_gold
 from mtic.data.errors import BundleError, MissingBundleFileError
 from mtic.data.prepare import prepare
 from mtic.data.prepare.xsid import XSIDOptions, build, read_conll
+from mtic.data.stats import leaked_eval_turns
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "xsid"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "xsid"
@@ -39,16 +40,20 @@ def test_paths_titles_labels_and_same_intent_set() -> None:
 
 
 def test_splits_single_turn_from_valid_file_test_sessions_from_test_file() -> None:
-    bundle, gold = build(FIXTURE, XSIDOptions(lang="de", valid_share=0.34, n_train=20, n_unlabeled=15, n_valid=5))
+    bundle, gold = build(FIXTURE, XSIDOptions(lang="de", valid_share=0.67, n_train=20, n_unlabeled=15, n_valid=5))
     valid_texts = {t for t, _ in read_conll(FIXTURE / "de.valid.conll")[0]}
     test_texts = {t for t, _ in read_conll(FIXTURE / "de.test.conll")[0]}
     single = {q.split: set() for q in bundle.single_turn}
     for q in bundle.single_turn:
         single[q.split].add(q.text)
-    assert single["train"] | single["valid"] == valid_texts and not single["train"] & single["valid"]
-    assert len(single["valid"]) == 6  # one of the three queries of each of the six intents
+    # two of the three queries of each of the six intents held out: one single-turn valid, one for valid sessions
+    session_valid = valid_texts - single["train"] - single["valid"]
+    assert not single["train"] & single["valid"] and len(single["valid"]) == len(session_valid) == 6
+    assert bundle.meta.extra["valid_session_queries"] == 6
     assert all(t.text in test_texts for s in bundle.sessions["test"] for t in s.turns)
-    assert all(t.text in single["valid"] for s in bundle.sessions["valid"] for t in s.turns)
+    assert {t.text for s in bundle.sessions["valid"] for t in s.turns} <= session_valid
+    leaks = leaked_eval_turns(bundle, gold)
+    assert [leaks[f"leaked_{k}_{s}"] for k in ("last", "any") for s in ("valid", "test")] == [0] * 4
     assert all(t.text in single["train"] for s in bundle.sessions["train"] + gold for t in s.turns)
     assert len(bundle.sessions["test"]) == len(test_texts)  # n_test=None: one session per test query
     assert all(t.intent is None for s in bundle.sessions["test"] for t in s.turns[:-1])
@@ -95,5 +100,7 @@ def test_real_xsid_languages() -> None:
     for lang, bundle in bundles.items():
         trained = {q.intent for q in bundle.single_turn if q.split == "train"}
         assert len(trained) >= (9 if lang == "ja" else 14) and len(bundle.sessions["test"]) == 50, lang
+        leaks = leaked_eval_turns(bundle)
+        assert leaks["leaked_any_valid"] == leaks["leaked_any_test"] == 0, lang  # test file repeats dropped
         assert {i.path[0] for i in bundle.intents} == {"alarm", "reminder", "weather", "music", "restaurant",
                                                         "creative_work", "movie"}

@@ -7,11 +7,17 @@ intent's context-dependent follow-ups ("still nothing") with probability `p_foll
 self-contained query. Fallbacks when a move is impossible: within -> away when the intent has no sibling,
 away -> within when every intent shares one category, and stay when the taxonomy has a single intent.
 `estimate_transitions` is the maximum-likelihood inverse of this generator, fallbacks included.
+
+`craft_splits` keeps the evaluation side leak-free: every turn of a valid/test session (history included) is a
+held-out query or an evaluation-side follow-up that no training-side text equals (after `normalise_text`):
+each intent's follow-ups are split between the two sides (`split_followups`), and an intent without a fresh
+held-out query is left out of the valid/test sessions rather than filled with training queries.
 """
 from __future__ import annotations
 
 import math
 import random
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +33,7 @@ PROB_TOLERANCE = 1e-6
 DEFAULT_P_FOLLOWUP = 0.5
 DEFAULT_EVAL_FOLLOWUP_SHARE = 0.4
 MIN_EVAL_FOLLOWUP_SHARE = 0.3
+DEFAULT_EVAL_FOLLOWUP_POOL_SHARE = 1 / 3  # of each intent's follow-up texts, reserved for valid/test sessions
 MAX_FORCED_ATTEMPTS = 1000
 UNLABELED_GOLD_FILE = "unlabeled.gold.jsonl"
 SPLIT_PREFIXES = {"train": "train", "unlabeled": "unl", "valid": "valid", "test": "test"}
@@ -287,21 +294,80 @@ def followup_share(sessions: Sequence[Session], followups_by_intent: Mapping[str
     return hits / len(sessions)
 
 
+def normalise_text(text: str) -> str:
+    """The form in which two texts count as the same text for leakage: Unicode NFKC, case-folded, runs of
+    whitespace collapsed to one space, stripped ("Still  nothing " == "still nothing"); punctuation is kept."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def split_followups(
+    followups_by_intent: Mapping[str, Sequence[str]],
+    eval_share: float = DEFAULT_EVAL_FOLLOWUP_POOL_SHARE,
+    seed: int | str = 0,
+    reserved: Iterable[str] = (),
+) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Split each intent's follow-up texts into a training side and a disjoint evaluation side.
+
+    A text that several intents use (after `normalise_text`), or that is `reserved` (already a training-side
+    text, e.g. a training query), stays on the training side only. Of each intent's other texts,
+    round(eval_share * n) go to the evaluation side (n = the intent's distinct normalised follow-ups; capped so the
+    intent keeps at least one training follow-up), drawn by a seeded shuffle per intent, so the split does not
+    depend on the input order. Returns (training side, evaluation side), each intent -> sorted texts.
+    """
+    _check_prob("eval_share", eval_share)
+    pools = {i: _pool(texts) for i, texts in followups_by_intent.items()}
+    owners: dict[str, set[str]] = {}
+    for intent, pool in pools.items():
+        for text in pool:
+            owners.setdefault(normalise_text(text), set()).add(intent)
+    blocked = {normalise_text(t) for t in reserved}
+    train_side: dict[str, list[str]] = {}
+    eval_side: dict[str, list[str]] = {}
+    for intent in sorted(pools):
+        pool = pools[intent]
+        keys = sorted({normalise_text(t) for t in pool})  # spelling variants of one text move together
+        exclusive = [k for k in keys if len(owners[k]) == 1 and k not in blocked]
+        n_eval = min(round(eval_share * len(keys)), len(exclusive), max(len(keys) - 1, 0))
+        random.Random(f"{seed}/followups/{intent}").shuffle(exclusive)
+        chosen = set(exclusive[:n_eval])
+        eval_side[intent] = [t for t in pool if normalise_text(t) in chosen]
+        train_side[intent] = [t for t in pool if normalise_text(t) not in chosen]
+    return train_side, eval_side
+
+
 @dataclass
 class CraftedSplits:
-    """The session files of a bundle plus the gold labels of the unlabelled sessions."""
+    """The session files of a bundle plus the gold labels of the unlabelled sessions.
+
+    `eval_excluded_intents`: intents left out of the valid/test sessions because none of their held-out
+    queries is new (every one is a training-side text); `eval_dropped_texts`: distinct held-out texts left out
+    because a training-side text equals them; `train_followups` / `eval_followups`: the follow-up
+    texts each side drew from (disjoint).
+    """
 
     train: list[Session]
     unlabeled: list[Session]
     unlabeled_gold: list[Session]
     valid: list[Session]
     test: list[Session]
-    eval_pool_fallbacks: list[str] = field(default_factory=list)
+    eval_excluded_intents: list[str] = field(default_factory=list)
+    eval_dropped_texts: int = 0
+    train_followups: dict[str, list[str]] = field(default_factory=dict)
+    eval_followups: dict[str, list[str]] = field(default_factory=dict)
 
     def bundle_sessions(self) -> dict[str, list[Session]]:
         """The standard session files (non-empty splits only); the gold labels are not among them."""
         rows = {"train": self.train, "unlabeled": self.unlabeled, "valid": self.valid, "test": self.test}
         return {split: sessions for split, sessions in rows.items() if sessions}
+
+
+def check_disjoint(training: Iterable[Session], evaluation: Iterable[Session], extra_training: Iterable[str] = ()) -> None:
+    """Raise ValueError when an evaluation turn (any position) is, after `normalise_text`, a training-side text."""
+    seen = {normalise_text(t) for t in extra_training}
+    seen.update(normalise_text(t.text) for s in training for t in s.turns)
+    leaked = sorted({t.text for s in evaluation for t in s.turns if normalise_text(t.text) in seen})
+    if leaked:
+        raise ValueError(f"{len(leaked)} evaluation text(s) also on the training side, e.g. {leaked[:3]}")
 
 
 def craft_splits(
@@ -319,38 +385,66 @@ def craft_splits(
     eval_followup_share: float = DEFAULT_EVAL_FOLLOWUP_SHARE,
     eval_followups_by_intent: Mapping[str, Sequence[str]] | None = None,
     single_turn_texts: Iterable[str] = (),
+    eval_followup_pool_share: float = DEFAULT_EVAL_FOLLOWUP_POOL_SHARE,
 ) -> CraftedSplits:
-    """Craft train / unlabeled / valid / test sessions.
+    """Craft train / unlabeled / valid / test sessions whose evaluation texts never appear on the training side.
 
-    Train and unlabeled sessions draw self-contained queries from `train_pool`; valid and test sessions from
-    `eval_pool` minus every text of `train_pool` and `single_turn_texts`, falling back to the intent's training
-    queries only where that leaves nothing (listed in `eval_pool_fallbacks`). Valid and test share the held-out
-    pool, keep only the last turn's label, and end with a follow-up in exactly `eval_followup_share` of
-    sessions. Each split has its own random stream derived from `seed`.
+    Training side = `train_pool`, `single_turn_texts` and the training follow-ups; train and unlabeled sessions
+    draw from it. Follow-ups: with `eval_followups_by_intent` None, `followups_by_intent` is split by
+    `split_followups` (`eval_followup_pool_share` of each intent's texts to the evaluation side; shared texts and
+    training texts stay on the training side); when given, `followups_by_intent` is the training side and the
+    given mapping the evaluation side. Valid and test sessions draw every turn from `eval_pool` and the
+    evaluation follow-ups, minus every training-side text (compared after `normalise_text`). An intent left
+    with no held-out query is excluded from the valid/test sessions (listed in `eval_excluded_intents`, never
+    replaced by training queries); none left at all is a ValueError. Valid and test share the held-out pool,
+    keep only the last turn's label, and end with a follow-up in exactly `eval_followup_share` of sessions.
+    Each split has its own random stream derived from `seed`.
     """
-    train_texts = {t for pool in train_pool.values() for t in pool} | set(single_turn_texts)
+    single_turn_texts = list(single_turn_texts)
+    query_texts = [t for pool in train_pool.values() for t in pool] + single_turn_texts
+    if eval_followups_by_intent is None:
+        train_followups, eval_followups = split_followups(followups_by_intent, eval_followup_pool_share, seed,
+                                                          reserved=query_texts)
+    else:
+        train_followups = {i: _pool(texts) for i, texts in followups_by_intent.items()}
+        eval_followups = {i: _pool(texts) for i, texts in eval_followups_by_intent.items()}
+    training_side = {normalise_text(t) for t in query_texts}
+    training_side |= {normalise_text(t) for pool in train_followups.values() for t in pool}
+
+    def fresh(texts: Iterable[str]) -> list[str]:
+        return _pool(t for t in texts if normalise_text(t) not in training_side)
+
     held_out: dict[str, list[str]] = {}
-    fallbacks = []
+    excluded = []
+    dropped = 0
     for intent in sorted(set(train_pool) | set(eval_pool)):
-        fresh = [t for t in eval_pool.get(intent, ()) if t not in train_texts]
-        if not fresh and train_pool.get(intent):
-            fallbacks.append(intent)
-            fresh = list(train_pool[intent])
-        held_out[intent] = fresh
-    eval_followups = followups_by_intent if eval_followups_by_intent is None else eval_followups_by_intent
+        held_out[intent] = fresh(eval_pool.get(intent, ()))
+        dropped += len(_pool(eval_pool.get(intent, ()))) - len(held_out[intent])
+        if not held_out[intent]:
+            excluded.append(intent)
+    eval_followups = {i: fresh(texts) for i, texts in eval_followups.items() if held_out.get(i)}
+    if n_valid + n_test and not any(held_out.values()):
+        raise ValueError("no intent has a held-out query that is not on the training side: cannot craft valid/test")
 
     def run(split: str, pool: Mapping[str, Sequence[str]], follow: Mapping[str, Sequence[str]], n: int,
             share: float | None) -> list[Session]:
         return craft_sessions(model, pool, follow, parent_of, n, f"{seed}/{split}", SPLIT_PREFIXES[split], share)
 
-    gold = run("unlabeled", train_pool, followups_by_intent, n_unlabeled, None)
+    gold = run("unlabeled", train_pool, train_followups, n_unlabeled, None)
+    train = run("train", train_pool, train_followups, n_train, None)
+    valid = [strip_history(s) for s in run("valid", held_out, eval_followups, n_valid, eval_followup_share)]
+    test = [strip_history(s) for s in run("test", held_out, eval_followups, n_test, eval_followup_share)]
+    check_disjoint([*train, *gold], [*valid, *test], extra_training=query_texts)
     return CraftedSplits(
-        train=run("train", train_pool, followups_by_intent, n_train, None),
+        train=train,
         unlabeled=[s.unlabeled() for s in gold],
         unlabeled_gold=gold,
-        valid=[strip_history(s) for s in run("valid", held_out, eval_followups, n_valid, eval_followup_share)],
-        test=[strip_history(s) for s in run("test", held_out, eval_followups, n_test, eval_followup_share)],
-        eval_pool_fallbacks=fallbacks,
+        valid=valid,
+        test=test,
+        eval_excluded_intents=excluded,
+        eval_dropped_texts=dropped,
+        train_followups={i: t for i, t in train_followups.items() if t},
+        eval_followups={i: t for i, t in eval_followups.items() if t},
     )
 
 

@@ -1,14 +1,18 @@
 """Bundle statistics and the paper's Table 1 (market, languages, intents, single-turn train, multi-turn test)."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 
-from mtic.data.bundle import Bundle
-from mtic.data.schema import SESSION_SPLITS
+from mtic.data.bundle import Bundle, read_bundle
+from mtic.data.craft import normalise_text, read_unlabeled_gold
+from mtic.data.schema import SESSION_SPLITS, Session
 from mtic.data.taxonomy import Taxonomy
 
 FOLLOWUP_SHARE_KEY = "test_followup_share"
 MISSING = "–"
+TRAINING_SESSION_SPLITS: tuple[str, ...] = ("train", "unlabeled")
+EVAL_SESSION_SPLITS: tuple[str, ...] = ("valid", "test")
 
 # (stats key, Markdown header) of the paper's Table 1, then the extra columns.
 TABLE1_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -26,11 +30,52 @@ EXTRA_COLUMNS: tuple[tuple[str, str], ...] = (
     ("sessions_valid", "Multi-turn valid"),
     ("mean_turns", "Mean turns"),
     ("test_followup_share", "Test follow-up share"),
+    ("leaked_last", "Leaked last turns (valid / test)"),
+    ("leaked_any", "Leaked turns, any position (valid / test)"),
 )
+LEAK_COLUMNS: tuple[tuple[str, str], ...] = EXTRA_COLUMNS[-2:]
 
 
-def bundle_stats(bundle: Bundle) -> dict:
-    """Counts of one bundle; a session split that is absent counts as None (not 0)."""
+def training_texts(bundle: Bundle, extra_training: Iterable[Session] = ()) -> set[str]:
+    """Normalised texts of every training-side file: single_turn.jsonl (all splits), sessions/train.jsonl,
+    sessions/unlabeled.jsonl, plus `extra_training` sessions (e.g. sessions/unlabeled.gold.jsonl)."""
+    texts = {normalise_text(q.text) for q in bundle.single_turn}
+    sessions = [s for split in TRAINING_SESSION_SPLITS for s in bundle.sessions.get(split, [])]
+    texts.update(normalise_text(t.text) for s in (*sessions, *extra_training) for t in s.turns)
+    return texts
+
+
+def leaked_eval_turns(bundle: Bundle, extra_training: Iterable[Session] = ()) -> dict[str, int | None]:
+    """How many evaluation texts appear verbatim in a training-side file (compared after `normalise_text`:
+    NFKC, case-folded, whitespace collapsed).
+
+    Per evaluation split (valid, test): `leaked_last_<split>` = sessions whose LAST turn (the target) is a
+    training-side text; `leaked_any_<split>` = turns at any position (history included) that are; plus the
+    totals `eval_turns_<split>`. A split the bundle does not have gives None.
+    """
+    training = training_texts(bundle, extra_training)
+    counts: dict[str, int | None] = {}
+    for split in EVAL_SESSION_SPLITS:
+        sessions = bundle.sessions.get(split)
+        if sessions is None:
+            counts.update({f"leaked_last_{split}": None, f"leaked_any_{split}": None, f"eval_turns_{split}": None})
+            continue
+        counts[f"leaked_last_{split}"] = sum(1 for s in sessions if s.turns and normalise_text(s.last.text) in training)
+        counts[f"leaked_any_{split}"] = sum(1 for s in sessions for t in s.turns if normalise_text(t.text) in training)
+        counts[f"eval_turns_{split}"] = sum(len(s.turns) for s in sessions)
+    return counts
+
+
+def _pair(counts: dict, key: str) -> str | None:
+    valid, test = counts.get(f"{key}_valid"), counts.get(f"{key}_test")
+    if valid is None and test is None:
+        return None
+    return " / ".join(MISSING if v is None else f"{v:,}" for v in (valid, test))
+
+
+def bundle_stats(bundle: Bundle, extra_training: Iterable[Session] = ()) -> dict:
+    """Counts of one bundle; a session split that is absent counts as None (not 0). The leak counts
+    (`leaked_eval_turns`) treat `extra_training` (the unlabelled sessions' gold file) as training-side too."""
     taxonomy = Taxonomy.from_intents(bundle.intents)
     all_sessions = [s for split in SESSION_SPLITS for s in bundle.sessions.get(split, [])]
     share = bundle.meta.extra.get(FOLLOWUP_SHARE_KEY)
@@ -49,7 +94,18 @@ def bundle_stats(bundle: Bundle) -> dict:
     }
     for split in SESSION_SPLITS:
         row[f"sessions_{split}"] = len(bundle.sessions[split]) if split in bundle.sessions else None
+    leaks = leaked_eval_turns(bundle, extra_training)
+    row.update(leaks)
+    row["leaked_last"] = _pair(leaks, "leaked_last")
+    row["leaked_any"] = _pair(leaks, "leaked_any")
     return row
+
+
+def bundle_dir_stats(root: str | Path) -> dict:
+    """`bundle_stats` of a bundle directory, its `sessions/unlabeled.gold.jsonl` (if any) counted as training-side."""
+    bundle = read_bundle(root)
+    gold = read_unlabeled_gold(root, {i.id for i in bundle.intents}) or []
+    return bundle_stats(bundle, gold)
 
 
 def _cell(value: object) -> str:

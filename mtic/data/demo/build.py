@@ -2,7 +2,9 @@
 
 Each intent's self-contained queries are split deterministically: 1-2 go to single-turn valid, a held-out
 share is reserved for the valid/test sessions, the rest is single-turn train and feeds the train/unlabeled
-sessions. `demo_bundle_dir` caches a built bundle under a version hashed from the content files, the crafting
+sessions. Each intent's follow-ups are split the same way (`craft.split_followups`: a third, at most 2 of 6, for
+the valid/test sessions; a follow-up several intents share stays on the training side), so no valid/test turn
+appears in a training-side file (`mtic.data.stats.leaked_eval_turns` counts them: 0 for every market). `demo_bundle_dir` caches a built bundle under a version hashed from the content files, the crafting
 parameters and this code, so a stale cache is never reused.
 """
 from __future__ import annotations
@@ -15,7 +17,13 @@ from pathlib import Path
 from mtic.data import craft
 from mtic.data.bundle import Bundle, write_bundle
 from mtic.data.bundle_cache import build_once
-from mtic.data.craft import DEFAULT_EVAL_FOLLOWUP_SHARE, TransitionModel, craft_splits, followup_share
+from mtic.data.craft import (
+    DEFAULT_EVAL_FOLLOWUP_POOL_SHARE,
+    DEFAULT_EVAL_FOLLOWUP_SHARE,
+    TransitionModel,
+    craft_splits,
+    followup_share,
+)
 from mtic.data.schema import BundleMeta, Intent, Session, SingleTurnQuery
 
 MARKETS: tuple[str, ...] = ("br", "id", "my", "ph", "sg", "th", "tw", "vn")
@@ -112,6 +120,7 @@ def _params(seed: int, sizes: dict[str, int], transitions: TransitionModel, eval
         "transitions": transitions.to_json(),
         "eval_followup_share": eval_followup_share,
         "heldout_share": HELDOUT_SHARE,
+        "eval_followup_pool_share": DEFAULT_EVAL_FOLLOWUP_POOL_SHARE,
     }
 
 
@@ -182,6 +191,10 @@ def build_demo(
         "test_followup_share": followup_share(crafted.test, followups),
         "valid_followup_share": followup_share(crafted.valid, followups),
         "heldout_share": HELDOUT_SHARE,
+        "eval_followup_pool_share": DEFAULT_EVAL_FOLLOWUP_POOL_SHARE,
+        "eval_followups": sum(len(v) for v in crafted.eval_followups.values()),
+        "train_followups": sum(len(v) for v in crafted.train_followups.values()),
+        "eval_excluded_intents": crafted.eval_excluded_intents,
     }
     description = (
         f"{str(market.get('description', '')).strip()} mtic demo: hand-written queries per intent; multi-turn "

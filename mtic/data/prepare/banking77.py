@@ -7,9 +7,11 @@ categories of the CSV files.
 - Intents: the 77 categories, flat (path = [category]: their names share prefixes such as `card_` or `top_up_`
   but no documented grouping exists, so none is invented). Title = the name as a sentence ("Card arrival"),
   label = the name in words ("Card Arrival"). Ids are the category names.
-- Splits: per intent, `valid_share` of the distinct train.csv texts (seeded) is held out as single-turn valid
-  and for the valid sessions; the rest is single-turn train (every row kept, duplicates included) and feeds
-  train/unlabeled sessions; test.csv feeds only the test sessions.
+- Splits: per intent, `valid_share` of the distinct train.csv texts (seeded) is held out and split alternately
+  into single-turn valid and the valid-session pool (disjoint; the latter's rows are in no single-turn split);
+  the rest is single-turn train (every row kept, duplicates included) and feeds train/unlabeled sessions;
+  test.csv feeds only the test sessions. A valid/test text equal to a training-side text (compared after
+  `craft.normalise_text`) is dropped from its pool (bundle.yaml: `eval_dropped_texts`).
 - Sessions are crafted with the SGD transition model; with a flat hierarchy every switch is a switch within
   the one category (the crafting fallback). Each split's first intent follows its pool's intent frequencies.
 """
@@ -30,6 +32,7 @@ from mtic.data.prepare.common import (
     nonfirst_share,
     read_text,
     sentence,
+    split_held_out,
     split_words,
 )
 from mtic.data.prepare.transitions import SGD, load_transitions
@@ -131,21 +134,28 @@ def build(src: Path, opts: Banking77Options) -> tuple[Bundle, list[Session]]:
     for text, category, _ in train_rows:
         by_intent.setdefault(category, []).append(text)
     train_pool, held = holdout_split(by_intent, opts.valid_share, f"banking77/{opts.seed}/holdout")
-    held_texts = {(t, i) for i, texts in held.items() for t in texts}
-    single = [SingleTurnQuery(t, c, "valid" if (t, c) in held_texts else "train") for t, c, _ in train_rows]
+    single_valid, session_valid = split_held_out(held, f"banking77/{opts.seed}/valid")
+    valid_texts = {(t, i) for i, texts in single_valid.items() for t in texts}
+    session_texts = {(t, i) for i, texts in session_valid.items() for t in texts}
+    single = [SingleTurnQuery(t, c, "valid" if (t, c) in valid_texts else "train")
+              for t, c, _ in train_rows if (t, c) not in session_texts]
     test_pool: dict[str, list[str]] = {}
     for text, category, _ in test_rows:
         test_pool.setdefault(category, []).append(text)
     n_test = len(test_rows) if opts.n_test is None else opts.n_test
-    crafted = craft_from_pools(load_transitions(opts.transitions), train_pool, held, test_pool, lambda _: (),
-                               n_train=opts.n_train, n_unlabeled=opts.n_unlabeled, n_valid=opts.n_valid,
-                               n_test=n_test, seed=f"banking77/{opts.seed}")
+    crafted = craft_from_pools(load_transitions(opts.transitions), train_pool, session_valid, test_pool,
+                               lambda _: (), n_train=opts.n_train, n_unlabeled=opts.n_unlabeled,
+                               n_valid=opts.n_valid, n_test=n_test, seed=f"banking77/{opts.seed}",
+                               single_turn_texts=[q.text for q in single])
     extra = {
         "seed": opts.seed,
         "prepare": {"converter": NAME, **asdict(opts)},
         "source_rows": {"train": len(train_rows), "test": len(test_rows)},
+        "valid_session_rows": len(train_rows) - len(single),  # train.csv rows kept for the valid sessions only
         "test_nonfirst_share": nonfirst_share(crafted.test),
         "test_followup_share": 0.0,
+        "eval_dropped_texts": crafted.eval_dropped_texts,
+        "eval_excluded_intents": crafted.eval_excluded_intents,
     }
     description = (
         "Banking77: single-turn train/valid from train.csv, test sessions from test.csv; multi-turn sessions "

@@ -16,7 +16,15 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from mtic.data.craft import SPLIT_PREFIXES, CraftedSplits, TransitionModel, craft_sessions, strip_history
+from mtic.data.craft import (
+    SPLIT_PREFIXES,
+    CraftedSplits,
+    TransitionModel,
+    check_disjoint,
+    craft_sessions,
+    normalise_text,
+    strip_history,
+)
 from mtic.data.errors import BundleError
 from mtic.data.schema import Session
 
@@ -128,6 +136,19 @@ def holdout_split(
     return train, held
 
 
+def split_held_out(held: Mapping[str, Sequence[str]], rng_key: str) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Split each intent's held-out queries into (single-turn valid, valid-session pool), disjoint: a seeded
+    shuffle, then alternately one to each side, single-turn valid first (so an intent with one held-out query
+    keeps it as single-turn valid and has none in the valid sessions)."""
+    single: dict[str, list[str]] = {}
+    sessions: dict[str, list[str]] = {}
+    for intent in sorted(held):
+        pool = sorted(set(held[intent]))
+        random.Random(f"{rng_key}/{intent}").shuffle(pool)
+        single[intent], sessions[intent] = sorted(pool[0::2]), sorted(pool[1::2])
+    return single, sessions
+
+
 def frequencies(pool: Mapping[str, Sequence[str]]) -> dict[str, float] | None:
     """Share of each intent's queries in a pool (the first-intent distribution of sessions crafted from it)."""
     counts = Counter({i: len(q) for i, q in pool.items() if q})
@@ -153,10 +174,29 @@ def craft_from_pools(
     n_valid: int,
     n_test: int,
     seed: str,
+    single_turn_texts: Sequence[str] = (),
 ) -> CraftedSplits:
     """Sessions of a single-turn benchmark (no follow-up texts): train/unlabeled from `train_pool`, valid from
-    `valid_pool`, test from `test_pool`, so a text of one split never appears in another. Each split's first
-    intent follows its own pool's intent frequencies; valid/test keep only the last turn's label."""
+    `valid_pool`, test from `test_pool`. Valid and test texts (every turn, history included) that equal a
+    training-side text (`train_pool` or `single_turn_texts`, any split; compared after `normalise_text`) are
+    dropped from their pools (counted in `eval_dropped_texts`; an intent left with none is not in that split's
+    sessions and is listed in `eval_excluded_intents`), so no valid/test turn appears in a training-side file.
+    Each split's first intent follows its own pool's intent frequencies; valid/test keep only the last label."""
+    training = {normalise_text(t) for pool in train_pool.values() for t in pool}
+    training |= {normalise_text(t) for t in single_turn_texts}
+    dropped = 0
+    excluded: set[str] = set()
+
+    def fresh(pool: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+        nonlocal dropped
+        kept = {}
+        for intent in sorted(pool):
+            texts = sorted({t for t in pool[intent] if t.strip()})
+            kept[intent] = [t for t in texts if normalise_text(t) not in training]
+            dropped += len(texts) - len(kept[intent])
+            if texts and not kept[intent]:
+                excluded.add(intent)
+        return kept
 
     def run(split: str, pool: Mapping[str, Sequence[str]], n: int) -> list[Session]:
         if n == 0 or not any(pool.values()):
@@ -164,13 +204,21 @@ def craft_from_pools(
         return craft_sessions(with_first_intent(model, pool), pool, {}, parent_of, n, f"{seed}/{split}",
                               SPLIT_PREFIXES[split])
 
+    valid_pool, test_pool = fresh(valid_pool), fresh(test_pool)
     gold = run("unlabeled", train_pool, n_unlabeled)
+    train = run("train", train_pool, n_train)
+    valid = [strip_history(s) for s in run("valid", valid_pool, n_valid)]
+    test = [strip_history(s) for s in run("test", test_pool, n_test)]
+    every_training = [t for pool in train_pool.values() for t in pool] + list(single_turn_texts)
+    check_disjoint([*train, *gold], [*valid, *test], extra_training=every_training)
     return CraftedSplits(
-        train=run("train", train_pool, n_train),
+        train=train,
         unlabeled=[s.unlabeled() for s in gold],
         unlabeled_gold=gold,
-        valid=[strip_history(s) for s in run("valid", valid_pool, n_valid)],
-        test=[strip_history(s) for s in run("test", test_pool, n_test)],
+        valid=valid,
+        test=test,
+        eval_excluded_intents=sorted(excluded),
+        eval_dropped_texts=dropped,
     )
 
 

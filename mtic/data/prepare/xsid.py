@@ -9,9 +9,12 @@ blank lines, `# text = ...` and `# intent = ...` comment lines, then token lines
   `TITLES`, else made from the name) in every language, `title_en` = title; label = the leaf in words, with the
   parent appended to a one-word leaf (`weather/find` -> "Find Weather").
 - Splits: xSID ships no training file for most languages (and en.train is absent here), so the single-turn
-  training data is the `valid` file: per intent, `valid_share` of its distinct queries (seeded) is held out as
-  single-turn valid and for the valid sessions; the rest is single-turn train and feeds train/unlabeled
-  sessions. The `test` file feeds only the test sessions. A few source sentences have an empty text (e.g. one
+  training data is the `valid` file: per intent, `valid_share` of its distinct queries (seeded) is held out and
+  split alternately into single-turn valid and the valid-session pool (disjoint; single-turn valid first); the
+  rest is single-turn train and feeds train/unlabeled sessions. The `test` file feeds only the test sessions.
+  A valid/test text equal to a training-side text (single-turn train or valid, compared after
+  `craft.normalise_text`) is dropped from its pool (counted in bundle.yaml: `eval_dropped_texts`), so no
+  valid/test turn appears in a training-side file. A few source sentences have an empty text (e.g. one
   in no.valid): they are skipped and counted in bundle.yaml (`skipped_empty_texts`).
 - Sessions are crafted (`mtic.data.craft`) with the SGD transition model (`transitions=sgd`, or a bundle
   directory to estimate from); each split's first intent follows its pool's intent frequencies. No follow-up
@@ -33,6 +36,7 @@ from mtic.data.prepare.common import (
     nonfirst_share,
     read_text,
     sentence,
+    split_held_out,
     split_words,
 )
 from mtic.data.prepare.transitions import SGD, load_transitions
@@ -179,12 +183,14 @@ def build(src: Path, opts: XSIDOptions) -> tuple[Bundle, list[Session]]:
     for text, intent in test_rows:
         test_pool.setdefault(intent, []).append(text)
     train_pool, held = holdout_split(by_intent, opts.valid_share, f"xsid/{opts.lang}/{opts.seed}/holdout")
+    single_valid, session_valid = split_held_out(held, f"xsid/{opts.lang}/{opts.seed}/valid")
     single = [SingleTurnQuery(t, i, "train") for i in sorted(train_pool) for t in train_pool[i]]
-    single += [SingleTurnQuery(t, i, "valid") for i in sorted(held) for t in held[i]]
+    single += [SingleTurnQuery(t, i, "valid") for i in sorted(single_valid) for t in single_valid[i]]
     n_test = len(test_rows) if opts.n_test is None else opts.n_test
-    crafted = craft_from_pools(load_transitions(opts.transitions), train_pool, held, test_pool, parents.__getitem__,
-                               n_train=opts.n_train, n_unlabeled=opts.n_unlabeled, n_valid=opts.n_valid,
-                               n_test=n_test, seed=f"xsid/{opts.lang}/{opts.seed}")
+    crafted = craft_from_pools(load_transitions(opts.transitions), train_pool, session_valid, test_pool,
+                               parents.__getitem__, n_train=opts.n_train, n_unlabeled=opts.n_unlabeled,
+                               n_valid=opts.n_valid, n_test=n_test, seed=f"xsid/{opts.lang}/{opts.seed}",
+                               single_turn_texts=[q.text for q in single])
     if skipped_valid + skipped_test:
         log.warning("xsid %s: skipped %d sentences with an empty text", opts.lang, skipped_valid + skipped_test)
     extra = {
@@ -192,8 +198,11 @@ def build(src: Path, opts: XSIDOptions) -> tuple[Bundle, list[Session]]:
         "prepare": {"converter": NAME, **asdict(opts)},
         "source_sentences": {"valid": len(valid_rows), "test": len(test_rows)},
         "skipped_empty_texts": skipped_valid + skipped_test,
+        "valid_session_queries": sum(len(v) for v in session_valid.values()),
         "test_nonfirst_share": nonfirst_share(crafted.test),
         "test_followup_share": 0.0,
+        "eval_dropped_texts": crafted.eval_dropped_texts,
+        "eval_excluded_intents": crafted.eval_excluded_intents,
     }
     description = (
         f"xSID ({opts.lang}): single-turn train/valid from {opts.lang}.valid.conll, test sessions from "
