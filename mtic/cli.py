@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     prepare.set_defaults(func=_cmd_prepare)
 
-    stats = data.add_parser("stats", help="Table-1 style statistics of bundles")
+    stats = data.add_parser("stats", help="Table-1 style statistics of bundles, leaked valid/test turns included")
     stats.add_argument("bundles", nargs="+")
     stats.set_defaults(func=_cmd_stats)
     labels = groups.add_parser("labels", help="label targets").add_subparsers(dest="command", required=True)
