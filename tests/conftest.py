@@ -1,11 +1,31 @@
-"""Shared fixtures: a tiny valid bundle written to a temp dir."""
+"""Shared fixtures: every write of a test run under pytest's temp dirs; a tiny valid bundle written to a temp dir."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+
+# Environment variables through which mtic (and run.py subprocesses, which inherit them) choose where to write:
+# MTIC_CACHE is read by mtic.models.backbones.cache_root and by conf/paths/default.yaml's paths.cache_dir (converted
+# models, built bundles, LLM answer cache, CLARA artefacts); MTIC_OUTPUT by paths.output_dir (Hydra run directories).
+ISOLATED_ENV = {"MTIC_CACHE": "cache", "MTIC_OUTPUT": "outputs"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_writes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Point mtic's cache and Hydra's output root at one temp dir for the whole test session.
+
+    Nothing is written to ~/.cache/mtic or ./outputs. The cache is per session, so a model converted from its
+    weight package (smollm2, gemma3, e5) is built once per `pytest` run and reused by every test of that run."""
+    root = tmp_path_factory.mktemp("mtic-session")
+    patch = pytest.MonkeyPatch()
+    for name, sub in ISOLATED_ENV.items():
+        patch.setenv(name, str(root / sub))
+    yield root
+    patch.undo()
 
 TINY_INTENTS = [
     {"id": "cancel", "title": "Request to cancel an order", "path": ["Order", "Cancellation", "Cancel Order"], "title_en": "Request to cancel an order", "label": "Cancel Order"},

@@ -44,7 +44,7 @@ def has_package(module: str) -> bool:
 
 @pytest.fixture(scope="session")
 def model_cache() -> Path:
-    """The real cache ($MTIC_CACHE or ~/.cache/mtic): conversions are done once per machine, not per session."""
+    """The session's cache (conftest points $MTIC_CACHE at a temp dir): a conversion is done once per test run."""
     return cache_root()
 
 

