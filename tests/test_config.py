@@ -50,6 +50,15 @@ def test_joblib_launcher_composes() -> None:
     assert "JoblibLauncher" in cfg.hydra.launcher._target_
 
 
+def test_tests_write_under_the_session_temp_dir(isolated_writes: Path) -> None:
+    """conftest's autouse fixture: the model cache and Hydra's run directories of every test are temp dirs."""
+    from mtic.models.backbones import cache_root
+
+    paths = _compose().paths
+    assert Path(paths.cache_dir) == cache_root() == isolated_writes / "cache"
+    assert Path(paths.output_dir) == isolated_writes / "outputs"
+
+
 def test_experiment_is_not_in_defaults() -> None:
     assert _compose().experiment == "default"
 

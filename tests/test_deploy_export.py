@@ -69,7 +69,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
 
 
 def test_export_layout_card_and_parity(tiny: tuple[Path, Path, dict]) -> None:
-    _, out, card = tiny
+    ckpt, out, card = tiny
     for name in ("model.onnx", "model.int8.onnx", "deploy.json", "model_card.json", "intents.jsonl",
                  "tokenizer/tokenizer.json"):
         assert (out / name).is_file(), name
@@ -81,7 +81,15 @@ def test_export_layout_card_and_parity(tiny: tuple[Path, Path, dict]) -> None:
     assert parity["split"] == "valid" and parity["sessions"] == 3
     assert parity["fp32"]["argmax_agreement"] == 1.0 and parity["fp32"]["max_abs_diff"] < 1e-4
     assert parity["fp32"]["accuracy_onnx"] == parity["fp32"]["accuracy_torch"]
-    assert 0.0 <= parity["int8"]["argmax_agreement"] <= 1.0 and parity["int8"]["max_abs_diff"] < 0.5
+    assert parity["int8"]["max_abs_diff"] < 0.5
+    # the int8 figures are those of the exported int8 model against the checkpoint, recomputed on the 3 valid sessions
+    queries, targets = [[t["text"] for t in v["turns"]] for v in VALID], [v["turns"][-1]["intent"] for v in VALID]
+    int8 = [p.intent for p in IntentClassifier.load(out, precision="int8").predict_batch(queries)]
+    eager = [p.intent for p in IntentClassifier.load(ckpt).predict_batch(queries)]
+    assert parity["int8"]["argmax_agreement"] == pytest.approx(sum(a == b for a, b in zip(int8, eager)) / 3, abs=1e-6)
+    assert parity["int8"]["argmax_agreement"] >= 2 / 3  # quantisation flips at most one of the three (1.0 seen)
+    assert parity["int8"]["accuracy_onnx"] == pytest.approx(sum(a == t for a, t in zip(int8, targets)) / 3, abs=1e-6)
+    assert parity["fp32"]["accuracy_torch"] == pytest.approx(sum(a == t for a, t in zip(eager, targets)) / 3, abs=1e-6)
     assert card["files"]["int8"]["bytes"] < card["files"]["fp32"]["bytes"]
     assert "argmax agreement 1.0000" in parity_summary(card)
     spec = read_artifact(out).spec
@@ -102,7 +110,8 @@ def test_predictor_onnx_matches_checkpoint(tiny: tuple[Path, Path, dict]) -> Non
     p = onnx_fp32.predict(["where is my parcel", "still nothing"])
     assert p.intent in {"track", "refund", "cancel", "cancel_status"} and len(p.path) == 3
     assert [lv["level"] for lv in p.levels] == [1, 2, 3] and p.levels[-1]["name"] == p.path[-1]
-    assert len(p.top_k) == 3 or len(p.top_k) == 4
+    assert {x["intent"] for x in p.top_k} == {"track", "refund", "cancel", "cancel_status"}  # top 5 of 4 intents
+    assert all(len(q.top_k) == 3 for q in fp32)
     assert p.top_k[0]["intent"] == p.intent and p.top_k[0]["probability"] == pytest.approx(p.probability)
     assert sorted(x["probability"] for x in p.top_k) == [x["probability"] for x in p.top_k][::-1]
     assert json.dumps(p.to_json())

@@ -79,19 +79,42 @@ def test_selection_rule() -> None:
     assert selection_accuracy(FixedSelector([0.1, 0.7]), [session(("a", "x"), ("b", "x"), ("c", "x"))]) == 0.5
 
 
+# Two labelled sessions where the same-intent history query is once the older and once the more recent one: a
+# selector that learnt from the pairs picks it by content, not by position.
+SELECTOR_TRAIN = [
+    {"id": "a", "turns": [{"text": "where is my parcel", "intent": "track"},
+                          {"text": "cancel my order", "intent": "cancel"}, {"text": "still nothing", "intent": "track"}]},
+    {"id": "b", "turns": [{"text": "cancel my order", "intent": "cancel"},
+                          {"text": "where is my parcel", "intent": "track"},
+                          {"text": "is it cancelled yet", "intent": "cancel"}]},
+]
+
+
 def test_train_save_load_and_fallback(tiny_bundle: Path, tmp_path: Path) -> None:
-    selector, summary = train_selector(tiny_bundle, "tiny-bert", epochs=3, lr=1e-3, batch_size=4, seed=0)
-    assert summary["source"] == "sessions" and summary["pairs"] == 2 and summary["positives"] == 1
+    (tiny_bundle / "sessions" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in SELECTOR_TRAIN),
+                                                          encoding="utf-8")
+    selector, summary = train_selector(tiny_bundle, "tiny-bert", epochs=20, lr=3e-3, batch_size=8, seed=0)
+    # pairs: (parcel, cancel) 0, (parcel, still) 1, (cancel, still) 0, (cancel, parcel) 0, (cancel, cancelled) 1, ...
+    assert summary["source"] == "sessions" and summary["pairs"] == 6 and summary["positives"] == 2
     assert summary["holdout_sessions"] == 0 and summary["holdout_acc"] is None
+    assert summary["last_loss"] < summary["first_loss"]
     history, last = ["where is my parcel", "cancel my order"], "still nothing"
     probs = selector.probabilities(history, last)
-    assert len(probs) == 2 and all(0.0 <= p <= 1.0 for p in probs)
+    assert len(probs) == 2 and probs[0] > 0.5 > probs[1], probs  # same intent (track) over other intent (cancel)
+    assert selector(history, last) == 0  # the older same-intent query, not the more recent one
+    other = selector.probabilities(["cancel my order", "where is my parcel"], "is it cancelled yet")
+    assert other[0] > 0.5 > other[1], other
+    assert selector(["cancel my order", "where is my parcel"], "is it cancelled yet") == 0
+    assert selector(["cancel my order"], "still nothing") is None  # no history query reaches the threshold
     out = selector.save(tmp_path / "sel")
     selector_module._LOADED.clear()  # force a real reload from disk
     loaded = load_selector(out, threshold=0.3)
-    assert loaded.threshold == 0.3 and torch.allclose(torch.tensor(loaded.probabilities(history, last)), torch.tensor(probs))
-    choice = loaded(history, last)
-    assert choice is None or choice in (0, 1)
+    assert loaded is not selector and loaded.threshold == 0.3
+    assert torch.allclose(torch.tensor(loaded.probabilities(history, last)), torch.tensor(probs), atol=1e-6)
+    assert loaded(history, last) == 0
+    selector_module._LOADED.clear()
+    strict = load_selector(out, threshold=probs[0] + 1e-3)  # the best history query is under the threshold
+    assert strict(history, last) is None
 
     _, summary = train_selector(tiny_bundle, "tiny-bert", sessions="none", epochs=1, batch_size=8)
     assert summary["source"] == "single_turn" and summary["positives"] == 8
@@ -111,8 +134,13 @@ def test_selective_pipeline_end_to_end(tiny_bundle: Path, tmp_path: Path) -> Non
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     metrics = run(cfg)
-    assert "test/acc" in metrics
     record = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert record["method"] == "selective_concat" and record["selector"]["source"] == "sessions"
+    assert record["method"] == "selective_concat" and record["selector"]["source"] == "single_turn"  # label-free
     assert record["backbone"] == "tiny-bert" and (tmp_path / "run" / "selector" / "selector.json").is_file()
-    assert len((tmp_path / "run" / "predictions.jsonl").read_text().splitlines()) == 3
+    rows = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    assert [(r["session_id"], r["target"]) for r in rows] == [
+        ("s1", "cancel_status"), ("s2", "refund"), ("s3", "cancel")]
+    assert all(r["intent"] in {"cancel", "cancel_status", "refund", "track"} for r in rows)
+    # the reported accuracy is that of the written predictions
+    assert metrics["test/acc"] == pytest.approx(sum(r["intent"] == r["target"] for r in rows) / 3, abs=1e-6)
+    assert record["metrics"]["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)

@@ -69,12 +69,40 @@ def test_decoding_paths_report_every_session(tiny_bundle: Path, tmp_path: Path, 
     trainer.test(model, datamodule=dm)
     outputs = model.test_outputs
     assert [o["session_id"] for o in outputs] == ["s1", "s2", "s3"]
+    assert [o["target"] for o in outputs] == ["cancel_status", "refund", "cancel"]  # each session's last gold intent
+    # the logged metrics are those of the reported outputs (recomputed here from the per-session rows)
     metrics = trainer.callback_metrics
-    assert 0.0 <= float(metrics["test/acc"]) <= 1.0
+    correct = [o["intent"] == o["target"] for o in outputs]
+    assert float(metrics["test/acc"]) == pytest.approx(sum(correct) / 3, abs=1e-6)
+    assert float(metrics["test/unmatched"]) == pytest.approx(sum(o["method"] != "exact" for o in outputs) / 3, abs=1e-6)
+    assert all(o["intent"] is None or o["intent"] in dm.taxonomy for o in outputs)
+    # s2 has one turn, so its prompt is the same under every history mode: decode it independently of the rollout
+    model.eval()
+    prompt = model.encoder.prompt_ids(["refund not in yet"], [])
+    single = outputs[1]
     if decode == "score":  # exact argmax over the label set: always a label, with a probability per intent
+        from mtic.models.label_scoring import score_continuations
+
         assert float(metrics["test/unmatched"]) == 0.0
-        assert all(o["intent"] in dm.taxonomy for o in outputs)
-        assert all(abs(sum(o["top"].values()) - 1.0) < 1e-4 for o in outputs if len(o["top"]) == len(dm.taxonomy))
+        assert all(o["method"] == "exact" and o["intent"] in dm.taxonomy for o in outputs)
+        for o in outputs:  # the prediction is the most probable intent; the 4 probabilities sum to 1
+            assert len(o["top"]) == len(dm.taxonomy) and abs(sum(o["top"].values()) - 1.0) < 1e-4
+            assert o["intent"] == max(o["top"], key=o["top"].get)
+        scores = score_continuations(model.model, prompt, model.label_answers, model.pad_token_id)
+        assert single["intent"] == model.label_intents[int(scores.argmax())]
+        assert single["score"] == pytest.approx(float(scores.max()), abs=1e-4)
+    else:  # greedy generation from the same prompt, cut at end of sequence, matched to an intent
+        with torch.no_grad():
+            mask = torch.ones(1, len(prompt), dtype=torch.long)
+            ids = model.model.generate(torch.tensor([prompt]), attention_mask=mask, max_new_tokens=4,
+                                       do_sample=False, pad_token_id=model.pad_token_id)
+        new_ids = ids[0, len(prompt):].tolist()
+        eos = model.tokenizer.eos_token_id
+        new_ids = new_ids[: new_ids.index(eos)] if eos in new_ids else new_ids
+        text = model.tokenizer.decode(new_ids, skip_special_tokens=True).strip()
+        assert single["output"] == text
+        match = model.matcher.match(text)
+        assert (single["intent"], single["method"]) == (match.intent_id, match.method)
 
 
 def test_score_decoding_matches_brute_force(tiny_bundle: Path) -> None:
@@ -144,6 +172,10 @@ def test_merge_gives_a_plain_model(tiny_bundle: Path, tmp_path: Path) -> None:
     assert any(p.name.endswith(".safetensors") for p in out.iterdir())
 
 
+def _predictions(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+
+
 def test_run_py_writes_results(tmp_path: Path) -> None:
     cmd = [sys.executable, "run.py", "+experiment=st_sg", "backbone=tiny-llama", "trainer.max_epochs=1",
            "+trainer.limit_train_batches=3", "data.max_eval_examples=6", "logger=csv", f"paths.output_dir={tmp_path}"]
@@ -155,15 +187,23 @@ def test_run_py_writes_results(tmp_path: Path) -> None:
     assert record["experiment"] == "st_sg" and record["market"] == "sg" and record["test_size"] == 6
     assert record["target"] == "compressed" and record["backbone"] == "tiny-llama"
     assert {"test/acc", "test/unmatched", "test/acc_level1"} <= set(record["metrics"])
-    assert len((results[0].parent / "predictions.jsonl").read_text().splitlines()) == 6
+    rows = _predictions(results[0].parent)
+    assert len(rows) == 6 and all(r["target"] is not None for r in rows)
+    assert record["metrics"]["test/acc"] == pytest.approx(sum(r["intent"] == r["target"] for r in rows) / 6, abs=1e-6)
+    assert record["metrics"]["test/unmatched"] == pytest.approx(sum(r["method"] != "exact" for r in rows) / 6, abs=1e-6)
     # the same checkpoint tested again with exact scoring, no training: pipeline.fit=false pipeline.checkpoint=...
     ckpt = next(results[0].parent.rglob("*.ckpt"))
     again = subprocess.run([*cmd[:-1], f"paths.output_dir={tmp_path / 'score'}", "pipeline.fit=false",
                             f"pipeline.checkpoint={ckpt}", "model.decode=score"],
                            cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     assert again.returncode == 0, again.stderr[-3000:]
-    scored = json.loads(next((tmp_path / "score").rglob("results.json")).read_text())
+    scored_path = next((tmp_path / "score").rglob("results.json"))
+    scored = json.loads(scored_path.read_text())
     assert scored["decode"] == "score" and scored["metrics"]["test/unmatched"] == 0.0
+    rows = _predictions(scored_path.parent)
+    assert [r["session_id"] for r in rows] == [r["session_id"] for r in _predictions(results[0].parent)]
+    assert all(r["method"] == "exact" and r["intent"] is not None for r in rows)  # always one of the labels
+    assert scored["metrics"]["test/acc"] == pytest.approx(sum(r["intent"] == r["target"] for r in rows) / 6, abs=1e-6)
     missing = subprocess.run([*cmd, "pipeline.fit=false", "pipeline.checkpoint=/no/such.ckpt"],
                              cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     assert missing.returncode == 2 and "no such checkpoint file: /no/such.ckpt" in missing.stderr
@@ -186,9 +226,9 @@ def test_summary_target_trains_on_summaries(tiny_bundle: Path) -> None:
 
 def test_summaries_are_asked_only_for_the_training_examples_used(tiny_bundle: Path, monkeypatch) -> None:
     """With data.max_train_examples the summary LLM sees the queries of the sampled examples, not every query."""
-    import mtic.clara.llm as llm_module
     from omegaconf import OmegaConf
 
+    import mtic.clara.llm as llm_module
     from mtic.clara.llm import LLMResponse
     from mtic.pipelines.train_test import training_summaries
 
