@@ -109,13 +109,14 @@ class PairScorer(nn.Module):
 
 
 class Selector:
-    """`selector(history, last) -> index | None` backed by a `PairScorer` (results cached per input)."""
+    """`selector(history, last) -> index | None` backed by a `PairScorer`. The best history query and its
+    probability are cached per input; the threshold applies at call time, so changing it is always honoured."""
 
     def __init__(self, scorer: PairScorer, tokenizer: Any, threshold: float = 0.5, max_length: int = 64,
                  text_prefix: str = "", cache_size: int = 100_000) -> None:
         self.scorer, self.tokenizer = scorer.eval(), tokenizer
         self.threshold, self.max_length, self.text_prefix = threshold, max_length, text_prefix
-        self._cache: OrderedDict[tuple, int | None] = OrderedDict()
+        self._cache: OrderedDict[tuple, tuple[int, float] | None] = OrderedDict()
         self.cache_size = cache_size
 
     def batch(self, histories: Sequence[str], lasts: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -133,15 +134,14 @@ class Selector:
 
     def __call__(self, history: Sequence[str], last: str) -> int | None:
         key = (tuple(history), last)
-        if key in self._cache:
-            return self._cache[key]
-        probs = self.probabilities(history, last)
-        best = max(reversed(range(len(probs))), key=lambda k: probs[k]) if probs else None  # ties: most recent
-        choice = best if best is not None and probs[best] >= self.threshold else None
-        self._cache[key] = choice
-        if len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        return choice
+        if key not in self._cache:
+            probs = self.probabilities(history, last)
+            best = max(reversed(range(len(probs))), key=lambda k: probs[k]) if probs else None  # ties: most recent
+            self._cache[key] = None if best is None else (best, probs[best])
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        found = self._cache[key]
+        return found[0] if found is not None and found[1] >= self.threshold else None
 
     def save(self, out_dir: str | Path) -> Path:
         """Encoder + tokenizer (HF folder), head weights (safetensors) and settings (JSON)."""
