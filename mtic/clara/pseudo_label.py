@@ -6,6 +6,9 @@ records file is always a prefix of the uninterrupted run's file plus, at worst, 
 (even after kill -9) truncates that partial line, skips the sessions already recorded and continues; answers of
 a batch that was computed but not fully written come back from the LLM answer cache. The file is finally
 checked to be in input order (rewritten atomically if not), so it equals an uninterrupted run's, byte for byte.
+Only a torn *final* line is ever cut: any other bad line (blank, not JSON, no id) is a `RecordsError` naming
+`file:line`, so valid records are never thrown away. A run holds an exclusive lock on its records file
+(`<out>.lock`, fcntl); a second run on the same output fails at once, naming the holder's pid and host.
 
 Outputs (`out` = the records path, e.g. `pseudo_labels.jsonl`):
   out                     every session: queries, each ordering's answer, the vote, the status
@@ -14,12 +17,15 @@ Outputs (`out` = the records path, e.g. `pseudo_labels.jsonl`):
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
+import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +33,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from mtic.clara.labeler import ANSWER_STATUSES, KEPT, SESSION_STATUSES
+from mtic.data.errors import BundleError
 from mtic.data.schema import Session
 
 log = logging.getLogger("mtic")
@@ -54,29 +61,106 @@ def line_of(record: dict[str, Any]) -> bytes:
     return (json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
 
 
+class RecordsError(BundleError):
+    """A pseudo-label records file cannot be resumed safely; the message names the file and the line."""
+
+
+class RecordsLocked(RecordsError):
+    """Another process is writing the same records file."""
+
+
+LOCK_SUFFIX = ".lock"
+
+
+def _lock_path(path: Path) -> Path:
+    return path.with_name(f"{path.name}{LOCK_SUFFIX}")
+
+
+_HELD: set[Path] = set()  # records files whose lock this process holds (flock is per open file, not per process)
+
+
+@contextlib.contextmanager
+def records_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (via `<path>.lock`, fcntl.flock) while labelling into it.
+
+    A second process on the same records file fails at once with `RecordsLocked`, naming who holds it (pid,
+    host). The lock goes with the process (even after kill -9); the lock file itself stays, and is harmless.
+    """
+    path = Path(path).absolute()
+    lock = _lock_path(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "pid ? on host ?"
+            raise RecordsLocked(path, f"in use by another labelling run ({holder}; lock {lock.name}); "
+                                      "wait for it to finish or give another output") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+        _HELD.add(path)
+        try:
+            yield
+        finally:
+            _HELD.discard(path)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 def recover(path: Path) -> dict[str, dict[str, Any]]:
-    """Records already in `path` (id -> record); a partial or unreadable tail is cut off the file."""
+    """Records already in `path` (id -> record).
+
+    Only a torn final line (the tail after the last newline: a write interrupted by a crash) is cut off the
+    file, and only while holding the file's lock (if another run holds it, the tail is left to that run).
+    Any other line that is not a JSON record with an id (a blank line, bad JSON, bad UTF-8, a line ending in a
+    newline that does not parse) is a `RecordsError` naming `file:line`: the valid records after it are never
+    thrown away.
+    """
+    path = Path(path)
     if not path.is_file():
         return {}
     data = path.read_bytes()
+    complete = data.rfind(b"\n") + 1  # bytes up to and including the last newline
     records: dict[str, dict[str, Any]] = {}
-    good = 0
-    for raw in data.splitlines(keepends=True):
-        if not raw.endswith(b"\n"):
-            break
+    for number, raw in enumerate(data[:complete].splitlines(keepends=True), start=1):
+        body = raw[:-1]
+        if not body.strip():
+            raise RecordsError(path, "blank line in a records file (only a torn final line is repaired); "
+                                     "remove the line and rerun", line=number)
         try:
-            record = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            break
+            record = json.loads(body.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            raise RecordsError(path, f"not UTF-8 ({err.reason} at byte {err.start}); fix or remove the line "
+                                     "and rerun", line=number) from None
+        except (json.JSONDecodeError, RecursionError, ValueError) as err:
+            raise RecordsError(path, f"not a JSON record ({str(err).splitlines()[0][:120]}); fix or remove the "
+                                     "line and rerun", line=number) from None
+        if not isinstance(record, dict) or "id" not in record:
+            raise RecordsError(path, "not a pseudo-label record (a JSON object with an \"id\"); fix or remove "
+                                     "the line and rerun", line=number)
         records.setdefault(str(record["id"]), record)
-        good += len(raw)
-    if good < len(data):
-        log.warning("%s: cut %d bytes of an interrupted write", path, len(data) - good)
-        with path.open("r+b") as handle:
-            handle.truncate(good)
-            handle.flush()
-            os.fsync(handle.fileno())
+    if complete < len(data):
+        if path.absolute() in _HELD:
+            _cut(path, complete, len(data))
+        else:
+            try:
+                with records_lock(path):
+                    _cut(path, complete, len(data))
+            except RecordsLocked:
+                pass  # another run is writing: its tail is its own
     return records
+
+
+def _cut(path: Path, keep: int, size: int) -> None:
+    line = path.read_bytes()[:keep].count(b"\n") + 1
+    log.warning("%s:%d: cut the torn final line (%d bytes of a write interrupted by a crash)", path, line,
+                size - keep)
+    with path.open("r+b") as handle:
+        handle.truncate(keep)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _append(fd: int, record: dict[str, Any]) -> None:
@@ -118,6 +202,13 @@ def pseudo_label(
         raise ValueError("session ids must be unique")
     paths = Outputs.of(out)
     paths.records.parent.mkdir(parents=True, exist_ok=True)
+    with records_lock(paths.records):  # a second run on the same output stops here, naming the holder
+        return _label_locked(sessions, label_batch, paths, batch_size, gold, settings, progress, desc)
+
+
+def _label_locked(sessions: Sequence[Session], label_batch: LabelBatch, paths: Outputs, batch_size: int,
+                  gold: Mapping[str, str] | None, settings: Mapping[str, Any] | None, progress: bool,
+                  desc: str) -> dict[str, Any]:
     done = recover(paths.records)
     pending = [k for k, s in enumerate(sessions) if s.id not in done]
     batches: dict[int, list[int]] = {}
