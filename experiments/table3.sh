@@ -3,6 +3,7 @@
 # (2 cores: nothing else should run beside it), each into outputs/table3/<market>/<row>/ (results.json,
 # predictions.jsonl). Rows already finished (a results.json with test metrics) are skipped, so the script resumes.
 #   bash experiments/table3.sh sg [extra Hydra overrides for every row, e.g. llm.model=gemma3-270m]
+# ONLY="tfidf_naive clara" runs just those rows; SKIP="htc_supervised" leaves rows out (for a later call).
 # Then: python experiments/compare.py outputs/table3 --rows method,view,candidates,supervision --readme README.md table3
 set -uo pipefail
 market=${1:?market}; shift
@@ -24,6 +25,8 @@ rows=(
 )
 for row in "${rows[@]}"; do
   read -r name overrides <<<"$row"
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then continue; fi
+  if [[ " ${SKIP:-} " == *" $name "* ]]; then continue; fi
   dir=$root/$name
   if python - "$dir/results.json" <<'PY' 2>/dev/null; then echo "[table3] $market/$name: done, skipped"; continue; fi
 import json, sys
