@@ -14,7 +14,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtic.eval.compare import DEFAULT_ROW_KEYS, build_table, find_results, plot_table, to_markdown, write_csv
+from mtic.eval.compare import (
+    DEFAULT_ROW_KEYS,
+    build_table,
+    find_results,
+    plot_table,
+    table4_markdown,
+    to_markdown,
+    write_csv,
+)
 from mtic.eval.wandb_records import records_from_wandb
 
 
@@ -26,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--group", default=None, help="with --wandb: only runs of this W&B group (= experiment)")
     parser.add_argument("--metric", action="append", help="metric key(s), default test/acc")
     parser.add_argument("--rows", default=",".join(DEFAULT_ROW_KEYS), help="comma-separated result fields for rows")
+    parser.add_argument("--table4", action="store_true",
+                        help="the paper's Table 4 layout instead: pseudo-label precision w/o and w/ self-consistency "
+                             "and kept share of every LARA-PL / CLARA run")
     parser.add_argument("--out", default=None, help="directory for .md/.csv/.png (default: print only)")
     parser.add_argument("--readme", nargs=2, metavar=("FILE", "SECTION"), default=None,
                         help="also write the (first metric's) table into FILE between <!-- SECTION:start --> and "
@@ -42,6 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
+    if args.table4:
+        markdown = table4_markdown(records)
+        print(markdown)
+        if out:
+            (out / "table4.md").write_text(markdown + "\n", encoding="utf-8")
+        if args.readme:
+            replace_section(Path(args.readme[0]), args.readme[1], markdown)
+        return 0
     for k, metric in enumerate(args.metric or ["test/acc"]):
         table = build_table(records, metric=metric, row_keys=args.rows.split(","))
         markdown = to_markdown(table)

@@ -64,3 +64,18 @@ def test_cells_below_the_tfidf_floor_are_marked(tmp_path: Path) -> None:
     assert "| single_turn | LastQueryView | – | 52.00 |" in markdown  # 52 >= 50 (its view's floor)
     assert "| clara | NaiveConcatView | – | 61.00 |" in markdown
     assert "| tfidf | LastQueryView | – | 50.00 |" in markdown and "below the TF-IDF" in markdown
+
+
+def test_table4_lists_pseudo_label_precision_per_run() -> None:
+    from mtic.eval.compare import table4_markdown
+
+    records = [
+        {"method": "clara", "market": "sg", "self_consistency": "unanimous", "candidates": "single_turn_htc",
+         "metrics": {"pseudo/kept_share": 0.6, "pseudo/precision_without_sc": 0.5, "pseudo/precision_with_sc": 0.7}},
+        {"method": "lara_pl", "market": "sg", "self_consistency": "none", "candidates": "none",
+         "metrics": {"pseudo/kept_share": 1.0, "pseudo/precision_without_sc": 0.5, "pseudo/precision_with_sc": 0.5}},
+        {"method": "naive_concat", "market": "sg", "metrics": {"test/acc": 0.5}},
+    ]
+    lines = table4_markdown(records).splitlines()
+    assert lines[2:] == ["| lara_pl | none | sg | 50.0 | – | 100.0 |",
+                         "| clara | single_turn_htc | sg | 50.0 | 70.0 | 60.0 |"]

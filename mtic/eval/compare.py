@@ -173,3 +173,29 @@ def plot_table(table: Table, path: Path, scale: float = 100.0) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+TABLE4_COLUMNS = ("method", "candidates", "market", "precision w/o SC", "precision w/ SC", "kept share")
+
+
+def table4_markdown(records: Sequence[dict[str, Any]]) -> str:
+    """The paper's Table 4 layout from pseudo-labelling runs (LARA-PL, CLARA): pseudo-label precision against the
+    unlabelled sessions' gold labels without and with self-consistency, and the share of sessions kept (%)."""
+    rows = []
+    for record in records:
+        metrics = record.get("metrics", {})
+        if "pseudo/kept_share" not in metrics:
+            continue
+        with_sc = metrics.get("pseudo/precision_with_sc") if record.get("self_consistency") not in (None, "none") \
+            else None
+        cells = [record.get("method"), record.get("candidates") or "–", record.get("market"),
+                 metrics.get("pseudo/precision_without_sc"), with_sc, metrics.get("pseudo/kept_share")]
+        rows.append(cells)
+    order = {m: k for k, m in enumerate(METHOD_ORDER)}
+    rows.sort(key=lambda r: (str(r[2]), order.get(r[0], len(order)), str(r[1])))
+    lines = ["| " + " | ".join(TABLE4_COLUMNS) + " |", "|---|---|---|---:|---:|---:|"]
+    for row in rows:
+        shown = [str(x) for x in row[:3]] + [_fmt(v, 100.0).replace(".00", ".0") if v is not None else MISSING
+                                              for v in row[3:]]
+        lines.append("| " + " | ".join(shown) + " |")
+    return "\n".join(lines)
