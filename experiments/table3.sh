@@ -15,6 +15,7 @@ rows=(
   "tfidf_last_two   +experiment=baseline_tfidf data=last_two"
   "single_turn      +experiment=baseline_single"
   "naive_concat     +experiment=baseline_naive"
+  "last_two         +experiment=baseline_naive data=last_two method=last_two"
   "selective        +experiment=baseline_select"
   "selective_gold   +experiment=baseline_select_gold"
   "lara             +experiment=lara"

@@ -16,7 +16,7 @@ DEFAULT_ROW_KEYS = ("method", "backbone", "target", "cross_lingual", "decode", "
                     "candidates", "global_head", "local_chain", "label_attention")
 SUPERVISION = "supervision"   # a row key: the gold label sources the run read (training + model selection)
 AVERAGE = "avg"
-METHOD_ORDER = ("tfidf", "single_turn", "naive_concat", "selective_concat", "selective_concat_gold",
+METHOD_ORDER = ("tfidf", "single_turn", "naive_concat", "last_two", "selective_concat", "selective_concat_gold",
                 "symbol_tuning", "lara", "lara_pl", "clara", "htc_supervised")  # Table 3's order
 MISSING = "–"
 FLOOR_METHOD = "tfidf"        # TF-IDF + logistic regression: the floor every row is read against
