@@ -31,7 +31,7 @@ from mtic.data.bundle import read_bundle
 from mtic.data.schema import Session
 from mtic.data.taxonomy import Taxonomy
 from mtic.models.backbones import load_sentence_embedder
-from mtic.pipelines.clara import _sc, build_labeler
+from mtic.pipelines.clara import build_labeler, voting
 from mtic.pipelines.train_test import bundle_dir_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,10 +160,10 @@ def render_examples(market: str = "sg", k: int = 3, max_demos: int = 3, seed: in
     session, demos, examples = None, [], []
     for cfg in configs.values():
         pipe = cfg.pipeline
-        n_orders, rule = _sc(pipe.self_consistency, pipe.sc_orders)
+        vote = voting(pipe.self_consistency, pipe.sc_orders, pipe.sc_seed)
         llm = ScriptedLLM(str(cfg.llm.mode))
-        labeler = build_labeler(cfg, bundle, taxonomy, retrieval, OmegaConf.to_container(pipe.matcher), n_orders,
-                                rule, int(pipe.sc_seed), llm=llm, embedder=embedder)
+        labeler = build_labeler(cfg, bundle, taxonomy, retrieval, OmegaConf.to_container(pipe.labels, resolve=True),
+                                OmegaConf.to_container(pipe.matcher), vote, llm=llm, embedder=embedder)
         if session is None:
             session = pick_session(bundle.require_sessions(split), labeler.retriever, seed, max_turns)
             demos = labeler.retriever.retrieve([session.queries])[0]

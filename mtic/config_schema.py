@@ -58,9 +58,32 @@ def _get(cfg: DictConfig, dotted: str) -> Any:
     return node
 
 
-def validate_config(cfg: DictConfig, rules: Sequence[Rule] = RULES) -> None:
-    """Raise ConfigError for the first missing required key or disallowed value (all problems listed)."""
+LLM_PIPELINES = ("mtic.pipelines.clara.clara", "mtic.pipelines.clara.lara")
+"""The pipelines that prompt an LLM: the only readers of the `llm` and `prompt` groups."""
+
+
+def unread_groups(cfg: DictConfig) -> list[str]:
+    """Groups set in the config that nothing of this run reads (an override that would be silently ignored).
+
+    `labels` is read by a model that interpolates it (`model.labels`, symbol tuning) or by an LLM pipeline
+    (`pipeline.labels`); `llm` and `prompt` by the LLM pipelines only. HTC experiments compose no labels."""
+    pipeline = cfg.get("pipeline") or {}
+    llm_pipeline = pipeline.get("_target_") in LLM_PIPELINES
     problems = []
+    if cfg.get("labels") is not None and "labels" not in (cfg.get("model") or {}) and "labels" not in pipeline:
+        problems.append(f"'labels' is set but experiment '{cfg.get('experiment')}' reads no label text (its model "
+                        f"{(cfg.get('model') or {}).get('_target_')} predicts intent ids): drop labels=")
+    for group in ("llm", "prompt"):
+        if cfg.get(group) is not None and not llm_pipeline:
+            problems.append(f"'{group}' is set but pipeline {pipeline.get('_target_')} prompts no LLM: drop {group}= "
+                            "(the LLM pipelines are +experiment=lara | clara | lara_pl)")
+    return problems
+
+
+def validate_config(cfg: DictConfig, rules: Sequence[Rule] = RULES) -> None:
+    """Raise ConfigError for the first missing required key or disallowed value (all problems listed), and for
+    config groups that nothing of the run reads (`unread_groups`)."""
+    problems = unread_groups(cfg)
     for rule in rules:
         value = _get(cfg, rule.key)
         if value is _MISSING or value is None:

@@ -39,3 +39,111 @@ def test_candidate_proposer_is_on_by_default_and_can_be_switched_off(experiment:
     assert _compose(f"+experiment={experiment}").pipeline.retrieval.candidates.source == "single_turn_htc"
     off = _compose(f"+experiment={experiment}", "pipeline.retrieval.candidates.source=none")
     assert off.pipeline.retrieval.candidates.source == "none"
+
+
+# --------------------------------------------------------------------------- every experiment x every group override
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def _is_llm_pipeline(cfg) -> bool:
+    from mtic.config_schema import LLM_PIPELINES
+
+    return cfg.pipeline._target_ in LLM_PIPELINES
+
+
+def _compose_group(experiment: str, group: str, choice: str, *more: str):
+    """`group=choice` on the experiment; where the experiment has no such group Hydra stops in one line naming it,
+    and the appended form (`+group=choice`) composes, to be refused by the config schema."""
+    from hydra.errors import ConfigCompositionException
+
+    try:
+        return _compose(f"+experiment={experiment}", f"{group}={choice}", *more)
+    except ConfigCompositionException as error:
+        assert f"Could not override '{group}'" in str(error)
+        return _compose(f"+experiment={experiment}", f"+{group}={choice}", *more)
+
+
+def _label_reader(cfg):
+    """The config node the run instantiates its label set from (None: the experiment reads no label text)."""
+    return cfg.model.get("labels") if "labels" in cfg.model else cfg.pipeline.get("labels")
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_market_override_reaches_the_run(experiment: str) -> None:
+    from mtic.config_schema import validate_config
+
+    cfg = _compose(f"+experiment={experiment}", "market=id")
+    validate_config(cfg)
+    if experiment != "pretrain_sg":  # pretrain_sg pins its market (its name says so)
+        assert cfg.market.name == "id" and "id" in cfg.market.bundle
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_labels_override_reaches_the_label_set_or_fails_in_one_line(experiment: str) -> None:
+    from mtic.config_schema import ConfigError, validate_config
+
+    cfg = _compose(f"+experiment={experiment}", "labels=original")
+    reader = _label_reader(cfg)
+    if reader is None:
+        with pytest.raises(ConfigError, match="'labels' is set but experiment"):
+            validate_config(cfg)
+        return
+    validate_config(cfg)
+    from hydra.utils import instantiate
+
+    from mtic.data.schema import Intent
+    from mtic.data.taxonomy import Taxonomy
+
+    taxonomy = Taxonomy.from_intents([Intent(id="a", title="Track my parcel", path=("delivery", "track"))])
+    labels = instantiate(reader, taxonomy=taxonomy)
+    assert str(labels.kind) == "original" and labels.label_of("a") == "Track my parcel"
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_prompt_override_reaches_the_template_or_fails_in_one_line(experiment: str) -> None:
+    from hydra.utils import instantiate
+
+    from mtic.config_schema import ConfigError, validate_config
+
+    cfg = _compose_group(experiment, "prompt", "p_symbolic")
+    if not _is_llm_pipeline(cfg):
+        with pytest.raises(ConfigError, match="'prompt' is set but pipeline"):
+            validate_config(cfg)
+        return
+    validate_config(cfg)
+    template = instantiate(cfg.prompt)
+    assert template.name == "p_symbolic" and template.symbolic
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_llm_override_reaches_the_backend_or_fails_in_one_line(experiment: str) -> None:
+    from hydra.utils import instantiate
+
+    from mtic.config_schema import ConfigError, validate_config
+
+    cfg = _compose_group(experiment, "llm", "openai", "llm.model=my-served-model",
+                         "llm.base_url=http://127.0.0.1:9/v1")
+    if not _is_llm_pipeline(cfg):
+        with pytest.raises(ConfigError, match="'llm' is set but pipeline"):
+            validate_config(cfg)
+        return
+    validate_config(cfg)
+    llm = instantiate(cfg.llm, cache=False)  # no request is sent by building it
+    assert type(llm).__name__ == "OpenAILLM" and llm.model == "my-served-model"
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_self_consistency_override_reaches_the_vote_or_fails_in_one_line(experiment: str) -> None:
+    from hydra.errors import ConfigCompositionException
+
+    overrides = (f"+experiment={experiment}", "pipeline.self_consistency=majority", "pipeline.sc_orders=5")
+    try:
+        cfg = _compose(*overrides)
+    except ConfigCompositionException as error:  # a pipeline without an LLM vote has no such key
+        assert "pipeline.self_consistency" in str(error)
+        return
+    from mtic.pipelines.clara import voting
+
+    pipe = cfg.pipeline
+    assert _is_llm_pipeline(cfg)
+    assert voting(pipe.self_consistency, pipe.sc_orders, pipe.sc_seed)[:2] == (5, "majority")

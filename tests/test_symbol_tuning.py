@@ -230,7 +230,9 @@ def test_summaries_are_asked_only_for_the_training_examples_used(tiny_bundle: Pa
 
     import mtic.clara.llm as llm_module
     from mtic.clara.llm import LLMResponse
-    from mtic.pipelines.train_test import training_summaries
+    from hydra.utils import instantiate
+
+    from mtic.pipelines.train_test import training_queries
 
     asked: list[str] = []
 
@@ -240,11 +242,13 @@ def test_summaries_are_asked_only_for_the_training_examples_used(tiny_bundle: Pa
             return [LLMResponse(text="a parcel") for _ in requests]
 
     monkeypatch.setattr(llm_module, "build_llm", lambda **_: RecordingLLM())
-    cfg = OmegaConf.create({"summary_llm": {"backend": "local"}})
+    cfg = OmegaConf.create({"summary_llm": {"_target_": "mtic.clara.llm.build_llm", "backend": "local"},
+                            "summaries": {"_target_": "mtic.clara.summaries.summarize_queries",
+                                          "llm": "${summary_llm}"}})  # conf/labels/summary.yaml's wiring
     full = MTICDataModule(tiny_bundle, view=ChatView(), batch_size=4)
     small = MTICDataModule(tiny_bundle, view=ChatView(), batch_size=4, max_train_examples=3)
     used = {q for e in small.train_examples() for q, _ in e.turns}
     every = {t.text for s in full.training_sessions() for t in s.turns}
-    summaries = training_summaries(cfg, small)
+    summaries = instantiate(cfg.summaries, queries=training_queries(small))
     assert set(summaries) == used and len(used) < len(every) and len(asked) == len(used)
     assert set(summaries.values()) == {"a parcel"}

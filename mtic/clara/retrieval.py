@@ -8,8 +8,9 @@ similarity of every demo is kept: self-consistency orders the demos by it.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -162,3 +163,24 @@ class Retriever:
                 break
             chosen.setdefault(idx, score)
         return [self.index.demo(idx, score) for idx, score in ranked(chosen)]
+
+
+def build_retriever(bundle: Any, taxonomy: Any, embedder: Any, cache_dir: str | None = None, doc_kind: str = "query",
+                    k: int = 5, max_demos: int = 10, history_weight: float = 1.0,
+                    single_turn_split: str | None = "train", candidates: Mapping[str, Any] | None = None,
+                    ) -> Retriever:
+    """`pipeline.retrieval`'s `_target_`: the demo index over the labelled single-turn queries of `bundle`
+    (`single_turn_split`) and the session retriever. `embedder` is the loaded sentence embedder (the config names
+    it; the pipeline loads it once for retrieval and the answer matcher). `candidates`: M_c's settings, used when
+    they name a `checkpoint` (the single-turn HTC that proposes intents)."""
+    queries = bundle.require_single_turn(single_turn_split or None)
+    index = DemoIndex.from_queries(queries, embedder.encode, doc_kind=doc_kind)
+    candidates = dict(candidates or {})
+    proposer = None
+    if candidates.get("checkpoint"):
+        from mtic.clara.candidates import htc_candidates
+
+        proposer = htc_candidates(candidates["checkpoint"], taxonomy, cache_dir, top_k=int(candidates.get("n", 3)))
+    return Retriever(index, embedder.encode, k=int(k), max_demos=int(max_demos), history_weight=float(history_weight),
+                     candidates=proposer, n_candidates=int(candidates.get("n", 3)),
+                     demos_per_candidate=int(candidates.get("demos_each", 2)))

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
-SessionSplit = Literal["train", "unlabeled", "valid", "test"]
 SESSION_SPLITS: tuple[str, ...] = ("train", "unlabeled", "valid", "test")
 SINGLE_TURN_SPLITS: tuple[str, ...] = ("train", "valid")
 

@@ -108,7 +108,8 @@ class SelectedConcatView:
 
     def __call__(self, session: Session) -> ViewExample:
         if self.selector is None:
-            raise ValueError("SelectedConcatView needs a trained selector (see pipeline=baseline with view=selected)")
+            raise ValueError("SelectedConcatView needs a trained selector (pipeline=selective with "
+                             "data=selected_concat, as in +experiment=baseline_select)")
         history, last = session.queries[:-1], session.last.text
         choice = self.selector(history, last) if history else None
         text = last if choice is None else f"{history[choice]}{self.separator}{last}"

@@ -1,6 +1,6 @@
 """Labels: target kinds (original / compressed / symbolic / summary), label compression, output -> intent matching.
 
-Depends on `mtic.data` only; embedders and LLMs are passed in as callables (see DESIGN.md).
+Depends on `mtic.data` only; embedders and LLMs are passed in as callables.
 """
 from mtic.labels.compress import (
     DEFAULT_ALPHA,

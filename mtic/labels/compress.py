@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -299,8 +299,3 @@ def load_compression(path: str | Path, taxonomy: Taxonomy | None = None) -> dict
         id_line[intent_id], label_line[k] = n, (n, intent_id)
         labels[intent_id] = label
     return labels
-
-
-def choices_as_rows(choices: Mapping[str, CompressionChoice]) -> list[dict]:
-    """Plain dicts of the choices (for reports / dataframes)."""
-    return [{"id": i, **asdict(c)} for i, c in choices.items()]

@@ -172,6 +172,14 @@ class OutputMatcher:
         return self.match(text).intent_id
 
 
+def output_matcher(labels: Mapping[str, str], embedder: Embed | None = None, embedding: bool = False,
+                   **options: object) -> OutputMatcher:
+    """`pipeline.matcher`'s `_target_`: an `OutputMatcher` over `labels` ({intent id: label text}); with `embedding`,
+    answers no earlier stage matched fall back to the nearest label by `embedder` (the retrieval embedder).
+    `options`: gestalt_backend, gestalt_threshold, embedding_threshold."""
+    return OutputMatcher(labels, embed=embedder if embedding else None, **options)  # type: ignore[arg-type]
+
+
 def _normalised(rows: object, n: int) -> np.ndarray:
     """A float (n, dim) array with unit rows (zero rows stay zero)."""
     arr = np.asarray(rows, dtype=np.float64)

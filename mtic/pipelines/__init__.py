@@ -12,5 +12,5 @@ from mtic.config_schema import validate_config
 def run(cfg: DictConfig) -> Any:
     """Validate the composed config and run the pipeline it names (`pipeline._target_`)."""
     validate_config(cfg)
-    pipeline = instantiate(cfg.pipeline, _partial_=True)
+    pipeline = instantiate(cfg.pipeline, _partial_=True, _recursive_=False)  # nested nodes: built where used
     return pipeline(cfg)

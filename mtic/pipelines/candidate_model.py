@@ -98,12 +98,19 @@ def plan_candidates(cfg: DictConfig, retrieval: Mapping[str, Any], bundle_dir: P
 
 
 def identity(retrieval: Mapping[str, Any]) -> dict[str, Any]:
-    """The retrieval settings that determine the demos (a cached M_c by its key, not by where the cache is)."""
-    out = dict(retrieval)
+    """The retrieval settings that determine the demos (a cached M_c by its key, not by where the cache is), without
+    Hydra's keys (`_target_`): the view of M_c counts by its settings."""
+    out = _settings(retrieval)
     candidates = out.get("candidates")
     if isinstance(candidates, Mapping) and candidates.get("model_key"):
         out["candidates"] = {k: v for k, v in candidates.items() if k != "checkpoint"}
     return out
+
+
+def _settings(node: Any) -> Any:
+    if isinstance(node, Mapping):
+        return {k: _settings(v) for k, v in node.items() if not str(k).startswith("_")}
+    return node
 
 
 def ensure_candidate_model(cfg: DictConfig, retrieval: Mapping[str, Any]) -> dict[str, Any]:

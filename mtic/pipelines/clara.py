@@ -25,16 +25,14 @@ import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mtic.clara.labeler import SCORE_METHOD, SYMBOL_METHOD, SessionLabeler
-from mtic.clara.llm import LLMBackend, build_llm
-from mtic.clara.prompts import load_prompt
+from mtic.clara.llm import LLMBackend
 from mtic.clara.pseudo_label import Outputs, pseudo_label, recover
-from mtic.clara.retrieval import DemoIndex, Retriever
 from mtic.clara.self_consistency import RULES
 from mtic.config_schema import ConfigError
 from mtic.data.bundle import Bundle, read_bundle, write_jsonl
@@ -57,87 +55,86 @@ RECORDS_FILE = "pseudo_labels.jsonl"
 PSEUDO_TRAIN_FILE = "pseudo_train.jsonl"
 PSEUDO_VALID_FILE = "pseudo_valid.jsonl"
 LARA_RECORDS_FILE = "lara_records.jsonl"
+DEFAULT_MATCHER = {"_target_": "mtic.labels.matching.output_matcher"}
 EXACT_METHODS = ("exact", SCORE_METHOD, SYMBOL_METHOD)
 PSEUDO_LABEL_REPORT = ("sessions", "kept", "kept_share", "precision", "session_statuses", "answer_statuses", "files",
                        "llm_stats")
 
 
-def llm_summary(cfg: DictConfig) -> dict[str, Any]:
-    """The LLM settings reported in summaries and results (no secrets: credentials in a URL are dropped)."""
-    from mtic.clara.llm.openai_backend import public_url
+class Voting(NamedTuple):
+    """Self-consistency: how many demo orderings are asked, the agreement rule, the seed of the random ones."""
 
-    llm = _require(cfg, "llm")
-    out = {k: llm.get(k) for k in ("backend", "model", "mode") if k in llm}
-    if llm.get("base_url"):
-        out["base_url"] = public_url(llm["base_url"])
-    return out
+    n_orders: int
+    rule: str
+    seed: int
+
+
+def group_node(cfg: DictConfig, group: str) -> dict[str, Any]:
+    """A config group this pipeline needs, resolved to plain values (ConfigError naming the group when absent)."""
+    node = cfg.get(group)
+    if not node:
+        raise ConfigError(f"this pipeline needs the '{group}' config group: add {group}=... (see conf/{group}/)")
+    return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
 
 
 def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
-def _require(cfg: DictConfig, group: str) -> dict[str, Any]:
-    node = cfg.get(group)
-    if not node:
-        raise ConfigError(f"this pipeline needs the '{group}' config group: add {group}=... (see conf/{group}/)")
-    return _plain(node)
+def settings_of(node: Mapping[str, Any]) -> dict[str, Any]:
+    """A config node's settings without Hydra's keys (`_target_`, ...): what is hashed and reported."""
+    return {k: v for k, v in node.items() if not str(k).startswith("_")}
 
 
-def _sc(self_consistency: str, sc_orders: int) -> tuple[int, str]:
-    """(number of orderings, agreement rule) from the pipeline settings."""
+def llm_summary(cfg: DictConfig) -> dict[str, Any]:
+    """The LLM settings reported in summaries and results (no secrets: credentials in a URL are dropped)."""
+    from mtic.clara.llm.openai_backend import public_url
+
+    llm = group_node(cfg, "llm")
+    out = {k: llm.get(k) for k in ("backend", "model", "mode") if k in llm}
+    if llm.get("base_url"):
+        out["base_url"] = public_url(llm["base_url"])
+    return out
+
+
+def voting(self_consistency: str, sc_orders: int, sc_seed: int = 0) -> Voting:
+    """The self-consistency plan from the pipeline settings (`none` = one ordering, no vote)."""
     if self_consistency == NO_SC:
-        return 1, RULES[0]
+        return Voting(1, RULES[0], int(sc_seed))
     if self_consistency not in RULES:
         raise ConfigError(f"'pipeline.self_consistency' is {self_consistency!r}; "
                           f"allowed values: {NO_SC}, {', '.join(RULES)}")
     if sc_orders < 2:
         raise ConfigError("self-consistency needs 'pipeline.sc_orders' >= 2 (or self_consistency=none)")
-    return int(sc_orders), self_consistency
+    return Voting(int(sc_orders), self_consistency, int(sc_seed))
 
 
 # --------------------------------------------------------------------------- building blocks
-def _labels(cfg: DictConfig, taxonomy: Taxonomy) -> Any:
-    return instantiate(cfg.labels, taxonomy=taxonomy)
-
-
-def build_retriever(bundle: Bundle, taxonomy: Taxonomy, retrieval: Mapping[str, Any], embedder: Any,
-                    cache_dir: str) -> Retriever:
-    """The demo index over the labelled single-turn queries and the session retriever (`pipeline.retrieval`)."""
-    queries = bundle.require_single_turn(retrieval.get("single_turn_split") or None)
-    index = DemoIndex.from_queries(queries, embedder.encode, doc_kind=retrieval.get("doc_kind", "query"))
-    candidates = retrieval.get("candidates") or None
-    proposer = None
-    if candidates and candidates.get("checkpoint"):
-        from mtic.clara.candidates import htc_candidates
-
-        proposer = htc_candidates(candidates["checkpoint"], taxonomy, cache_dir, top_k=int(candidates.get("n", 3)))
-    return Retriever(
-        index, embedder.encode, k=int(retrieval.get("k", 5)), max_demos=int(retrieval.get("max_demos", 10)),
-        history_weight=float(retrieval.get("history_weight", 1.0)), candidates=proposer,
-        n_candidates=int((candidates or {}).get("n", 3)),
-        demos_per_candidate=int((candidates or {}).get("demos_each", 2)),
-    )
+def build_llm(**node: Any) -> LLMBackend:
+    """The `llm` node instantiated through its `_target_` (tests replace this seam with a scripted LLM)."""
+    return instantiate(node)
 
 
 def build_labeler(cfg: DictConfig, bundle: Bundle, taxonomy: Taxonomy, retrieval: Mapping[str, Any],
-                  matcher: Mapping[str, Any] | None, n_orders: int, rule: str, seed: int,
-                  llm: LLMBackend | None = None, embedder: Any = None) -> SessionLabeler:
-    """Embedder + demo index + retriever, prompt template, labels and matcher, LLM backend (cached).
-
-    `llm` / `embedder` replace the configured ones (experiments/render_prompts.py renders without an LLM)."""
+                  labels: Mapping[str, Any], matcher: Mapping[str, Any], vote: Voting, llm: LLMBackend | None = None,
+                  embedder: Any = None) -> SessionLabeler:
+    """Every part instantiated from its config node: labels (`pipeline.labels` = the labels group), retriever (`pipeline.retrieval`, with M_c's
+    planned checkpoint, trained here if needed), answer matcher (`pipeline.matcher`), template (`prompt`) and LLM
+    (`llm`, behind the answer cache). The sentence embedder named by `retrieval.embedder` is loaded once for the
+    retriever and the matcher. `llm` / `embedder` replace the configured ones (experiments/render_prompts.py
+    renders without an LLM)."""
     from mtic.models.backbones import load_sentence_embedder
 
-    labels = _labels(cfg, taxonomy)
+    labels = instantiate(dict(labels or group_node(cfg, "labels")), taxonomy=taxonomy)
     retrieval = ensure_candidate_model(cfg, retrieval)
     if embedder is None:
         embedder = load_sentence_embedder(retrieval["embedder"], cfg.paths.cache_dir)
-    retriever = build_retriever(bundle, taxonomy, retrieval, embedder, cfg.paths.cache_dir)
-    llm = llm if llm is not None else build_llm(**_require(cfg, "llm"))
-    options = dict(matcher or {})
-    embed = embedder if options.pop("embedding", False) else None  # the embedding step of the output matcher
-    return SessionLabeler(retriever, load_prompt(cfg.prompt), labels.as_dict(), llm,
-                          matcher=labels.matcher(embed=embed, **options), n_orders=n_orders, rule=rule, seed=seed)
+    retriever = instantiate(retrieval, _partial_=True)(bundle=bundle, taxonomy=taxonomy, embedder=embedder,
+                                                       cache_dir=cfg.paths.cache_dir)
+    answers = instantiate(dict(matcher or DEFAULT_MATCHER), _partial_=True)(labels=labels.as_dict(), embedder=embedder)
+    llm = llm if llm is not None else build_llm(**group_node(cfg, "llm"))
+    return SessionLabeler(retriever, instantiate(group_node(cfg, "prompt")), labels.as_dict(), llm, matcher=answers,
+                          n_orders=vote.n_orders, rule=vote.rule, seed=vote.seed)
 
 
 class LazyLabeler:
@@ -163,8 +160,9 @@ LLM_RUNTIME_KEYS = ("cache", "cache_file", "cache_dir", "batch_size", "num_threa
 def artifact_key(cfg: DictConfig, bundle_dir: Path, parts: Mapping[str, Any]) -> str:
     """Hash of everything that determines the pseudo-labels: the bundle's files, the LLM settings (not the
     runtime ones such as batch size or retries), prompt, labels and `parts` (split, cap, retrieval, SC)."""
-    llm = {k: v for k, v in _require(cfg, "llm").items() if k not in LLM_RUNTIME_KEYS}
-    payload = {"bundle_files": bundle_fingerprint(bundle_dir), "llm": llm, "prompt": _require(cfg, "prompt"),
+    llm = {k: v for k, v in settings_of(group_node(cfg, "llm")).items() if k not in LLM_RUNTIME_KEYS}
+    payload = {"bundle_files": bundle_fingerprint(bundle_dir), "llm": llm,
+               "prompt": settings_of(group_node(cfg, "prompt")),
                "labels": _plain(cfg.labels), **parts}
     blob = json.dumps(payload, sort_keys=True, default=str, ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
@@ -183,11 +181,12 @@ def _gold(bundle: Bundle, sessions: Sequence[Session], taxonomy: Taxonomy) -> di
 # --------------------------------------------------------------------------- pseudo-labelling stage
 def pseudo_label_stage(cfg: DictConfig, self_consistency: str, sc_orders: int, sc_seed: int,
                        retrieval: Mapping[str, Any], unlabeled: Mapping[str, Any], batch_size: int,
-                       matcher: Mapping[str, Any] | None, pseudo_labels: str | None, progress: bool,
+                       labels: Mapping[str, Any], matcher: Mapping[str, Any], pseudo_labels: str | None, progress: bool,
                        artifact_dir: str) -> tuple[dict[str, Any], Supervision]:
     """Pseudo-label (or resume, or reuse) and return the summary (its `files.sessions` holds the kept sessions)
     and the label sources the stage read (single-turn demos, M_c)."""
-    n_orders, rule = _sc(self_consistency, sc_orders)
+    vote = voting(self_consistency, sc_orders, sc_seed)
+    n_orders, rule = vote.n_orders, vote.rule
     bundle_dir = bundle_dir_of(cfg)
     bundle = read_bundle(bundle_dir)
     taxonomy = Taxonomy.from_intents(bundle.intents)
@@ -206,7 +205,7 @@ def pseudo_label_stage(cfg: DictConfig, self_consistency: str, sc_orders: int, s
     have = recover(out)
     log.info("pseudo-labels: %s (%d of %d sessions already labelled)", out, sum(s.id in have for s in sessions),
              len(sessions))
-    labeler = LazyLabeler(lambda: build_labeler(cfg, bundle, taxonomy, retrieval, matcher, n_orders, rule, sc_seed))
+    labeler = LazyLabeler(lambda: build_labeler(cfg, bundle, taxonomy, retrieval, labels, matcher, vote))
     settings = {"prompt": cfg.prompt.name, "rule": rule if n_orders > 1 else NO_SC, "n_orders": n_orders,
                 "llm": llm_summary(cfg), "retrieval": identity(retrieval), "bundle": str(bundle_dir),
                 "split": split, "max_sessions": cap}
@@ -301,24 +300,28 @@ def _pseudo_then_train(cfg: DictConfig, fit: bool, test: bool, pseudo_valid: Map
 
 def clara(cfg: DictConfig, self_consistency: str = "unanimous", sc_orders: int = 3, sc_seed: int = 0,
           retrieval: Mapping[str, Any] | None = None, unlabeled: Mapping[str, Any] | None = None,
-          batch_size: int = 8, matcher: Mapping[str, Any] | None = None, pseudo_labels: str | None = None,
+          batch_size: int = 8, labels: Mapping[str, Any] | None = None, matcher: Mapping[str, Any] | None = None,
+          pseudo_labels: str | None = None,
           pseudo_valid: Mapping[str, Any] | None = None, artifact_dir: str | None = None, progress: bool = True,
           fit: bool = True, test: bool = True) -> dict[str, float]:
     """Pseudo-labels (with self-consistency; `none` = LARA-PL) -> train, select and test the configured model."""
     return _pseudo_then_train(cfg, fit, test, pseudo_valid=_plain(pseudo_valid) or {},
                               self_consistency=self_consistency, sc_orders=sc_orders, sc_seed=sc_seed,
                               retrieval=_plain(retrieval) or {}, unlabeled=_plain(unlabeled) or {},
-                              batch_size=batch_size, matcher=_plain(matcher), pseudo_labels=pseudo_labels,
+                              batch_size=batch_size, labels=_plain(labels), matcher=_plain(matcher),
+                              pseudo_labels=pseudo_labels,
                               progress=progress, artifact_dir=artifact_dir or _default_artifact_dir(cfg))
 
 
 # --------------------------------------------------------------------------- LARA on the test sessions
 def lara(cfg: DictConfig, self_consistency: str = NO_SC, sc_orders: int = 1, sc_seed: int = 0,
          retrieval: Mapping[str, Any] | None = None, split: str = "test", max_sessions: int | None = None,
-         batch_size: int = 8, matcher: Mapping[str, Any] | None = None, progress: bool = True) -> dict[str, float]:
+         batch_size: int = 8, labels: Mapping[str, Any] | None = None, matcher: Mapping[str, Any] | None = None,
+         progress: bool = True) -> dict[str, float]:
     """The LLM classifies the evaluation sessions; accuracy etc. go to results.json (resumable in the run dir)."""
     started = time.time()
-    n_orders, rule = _sc(self_consistency, sc_orders)
+    vote = voting(self_consistency, sc_orders, sc_seed)
+    n_orders, rule = vote.n_orders, vote.rule
     bundle_dir = bundle_dir_of(cfg)
     bundle = read_bundle(bundle_dir)
     taxonomy = Taxonomy.from_intents(bundle.intents)
@@ -328,8 +331,8 @@ def lara(cfg: DictConfig, self_consistency: str = NO_SC, sc_orders: int = 1, sc_
     retrieval, used = plan_candidates(cfg, _plain(retrieval) or {}, bundle_dir)
     used.add(train=[SINGLE_TURN], evaluation=[sessions_source(split)])  # the demos; the gold of what it classifies
     used.enforce(bool(cfg.get("label_free", False)), where=f"experiment '{cfg.experiment}'")
-    labeler = LazyLabeler(
-        lambda: build_labeler(cfg, bundle, taxonomy, retrieval, _plain(matcher), n_orders, rule, sc_seed))
+    labeler = LazyLabeler(lambda: build_labeler(cfg, bundle, taxonomy, retrieval, _plain(labels), _plain(matcher),
+                                                vote))
     gold = {s.id: s.target for s in sessions if s.target is not None}
     settings = {"prompt": cfg.prompt.name, "rule": rule if n_orders > 1 else NO_SC, "n_orders": n_orders}
     summary = pseudo_label(sessions, labeler, run_dir / LARA_RECORDS_FILE, batch_size=batch_size, gold=gold,

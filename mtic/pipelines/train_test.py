@@ -1,7 +1,6 @@
 """Train a model on a bundle and test it: the pipeline behind symbol tuning, the HTC and the baselines."""
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import time
@@ -9,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mtic.config_schema import ConfigError
 from mtic.data.datamodule import planned_supervision
 from mtic.data.sources import resolve_bundle
 from mtic.eval.results import ablation_settings, redact, write_results
@@ -21,7 +19,6 @@ from mtic.eval.wandb_records import attach_to_wandb
 
 log = logging.getLogger("mtic")
 PREDICTIONS_FILE = "predictions.jsonl"
-SUMMARY_TARGET = "summary"
 
 
 def bundle_dir_of(cfg: DictConfig) -> Path:
@@ -31,29 +28,25 @@ def bundle_dir_of(cfg: DictConfig) -> Path:
 
 
 def build_components(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
-    """Datamodule (bundle + view) and model (which supplies the encoder), wired together."""
+    """Datamodule (bundle + view) and model (which supplies the encoder), wired together.
+
+    The model node is instantiated recursively: a generative model's `labels: ${labels}` gets the bundle's
+    taxonomy, and its `summaries` node (labels=summary) the queries of the training examples actually used."""
     datamodule = instantiate(cfg.data, bundle_dir=str(bundle_dir_of(cfg)))
-    kwargs: dict[str, Any] = {"taxonomy": datamodule.taxonomy}
-    if "labels" in inspect.signature(get_class(cfg.model._target_)).parameters:  # generative models only
-        kwargs["labels"] = instantiate(cfg.labels, taxonomy=datamodule.taxonomy)
-        if cfg.labels.get("target") == SUMMARY_TARGET:
-            kwargs["summaries"] = training_summaries(cfg, datamodule)
-    model = instantiate(cfg.model, _convert_="all", **kwargs)  # plain hparams: checkpoints load with weights_only
+    runtime: dict[str, Any] = {"taxonomy": datamodule.taxonomy}
+    if cfg.model.get("labels") is not None:
+        runtime["labels"] = {"taxonomy": datamodule.taxonomy}
+    if cfg.model.get("summaries") is not None:
+        runtime["summaries"] = {"queries": training_queries(datamodule)}
+    model = instantiate(cfg.model, _convert_="all", **runtime)  # plain hparams: checkpoints load with weights_only
     datamodule.set_encoder(model.build_encoder(), model.pad_token_id)
     return datamodule, model
 
 
-def training_summaries(cfg: DictConfig, datamodule: pl.LightningDataModule) -> dict[str, str]:
-    """Zero-shot summaries from `summary_llm` (an `llm` config; answers are cached) of the queries of the training
-    examples actually used (after `data.max_train_examples`)."""
-    from mtic.clara.llm import build_llm
-    from mtic.clara.summaries import summarize_queries
-
-    if "summary_llm" not in cfg:
-        raise ConfigError("labels=summary needs a 'summary_llm' section (an llm config, see conf/labels/summary.yaml)")
-    llm = build_llm(**OmegaConf.to_container(cfg.summary_llm, resolve=True))
-    queries = [q for example in datamodule.train_examples() for q, _ in (example.turns or [(example.text, None)])]
-    return summarize_queries(llm, queries)
+def training_queries(datamodule: pl.LightningDataModule) -> list[str]:
+    """Every query of the training examples used (after `data.max_train_examples`): what labels=summary
+    summarises."""
+    return [q for example in datamodule.train_examples() for q, _ in (example.turns or [(example.text, None)])]
 
 
 def build_trainer(cfg: DictConfig) -> pl.Trainer:
@@ -155,7 +148,3 @@ def finish_loggers(trainer: pl.Trainer) -> None:
             wandb.finish()
     except ImportError:  # wandb is a dependency, but finishing must never crash a finished run
         pass
-
-
-def as_container(cfg: DictConfig) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
