@@ -28,7 +28,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_turns=args.max_turns, max_chars=args.max_chars, max_batch=args.max_batch,
         max_body_bytes=args.max_body_bytes, top_k=args.top_k, max_top_k=max(args.top_k, args.max_top_k),
         batching=args.batching, batch_wait_ms=args.batch_wait_ms, batch_max_sessions=args.batch_max_sessions,
-        infer_batch=args.infer_batch,
+        infer_batch=args.infer_batch, header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout,
+        keep_alive_s=args.keep_alive, docs=args.docs,
     )
     serve(args.model, settings, host=args.host, port=args.port, precision=args.precision, threads=args.threads,
           log_level=args.log_level)
@@ -70,5 +71,11 @@ def add_commands(groups: Any) -> None:
     serve.add_argument("--batch-max-sessions", type=int, default=d.batch_max_sessions, help="micro-batching: size")
     serve.add_argument("--infer-batch", type=int, default=d.infer_batch,
                        help="sessions per model call (bounds activation memory)")
+    serve.add_argument("--header-timeout", type=float, default=d.header_timeout_s,
+                       help="seconds for a client to send a complete request head (408 and closed after)")
+    serve.add_argument("--body-timeout", type=float, default=d.body_timeout_s,
+                       help="seconds for a client to send the whole body after the head (408 and closed after)")
+    serve.add_argument("--keep-alive", type=float, default=d.keep_alive_s, help="idle keep-alive connection timeout")
+    serve.add_argument("--docs", action="store_true", help="serve /docs, /redoc and /openapi.json (off by default)")
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=_cmd_serve)

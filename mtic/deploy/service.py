@@ -9,9 +9,19 @@ Input is bounded (`ServiceSettings`): too many turns / characters / sessions, em
 is not valid Unicode and malformed JSON get a 422 whose `message` names the problem; bodies over
 `max_body_bytes` get a 413. Bad input never causes a 5xx. Request bodies are never logged. Inference runs on one
 worker thread (the model uses the cores itself); with `batching` concurrent requests share model calls.
+
+Hardening: types are strict (`"top_k": "3"` or `true` is a 422, not a coercion); a body nested too deeply or
+holding an integer too long to parse gets a 422 saying so; slow or stalled clients are cut off by read timeouts
+(`server_config`: a complete head within `header_timeout_s`, the body within `body_timeout_s`); /docs, /redoc
+and /openapi.json are off unless `docs`; /v1/model shows file names, never absolute paths; the access log
+(logger `mtic.service.access`) records method, path and status, never query strings or bodies.
 """
 import asyncio
+import json
 import logging
+import os
+import re
+import time
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -31,6 +41,7 @@ from mtic.deploy.predictor import IntentClassifier, decode
 from mtic.deploy.settings import ServiceSettings
 
 log = logging.getLogger("mtic.service")
+access_log = logging.getLogger("mtic.service.access")
 BODY_PARSE_ERROR = "There was an error parsing the body"  # FastAPI's 400 for bodies json.loads cannot decode
 
 
@@ -50,7 +61,7 @@ def request_model(s: ServiceSettings) -> type[BaseModel]:
         return values
 
     class SessionIn(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+        model_config = ConfigDict(extra="forbid", strict=True)  # no coercion: "3" is not 3, true is not 1
         id: Annotated[str, StringConstraints(max_length=200)] | None = None
         queries: QueryList
 
@@ -59,7 +70,7 @@ def request_model(s: ServiceSettings) -> type[BaseModel]:
     class IntentRequest(BaseModel):
         """Exactly one of `queries` (one session, oldest first) or `sessions` (a batch)."""
 
-        model_config = ConfigDict(extra="forbid")
+        model_config = ConfigDict(extra="forbid", strict=True)
         queries: QueryList | None = None
         sessions: Annotated[list[SessionIn], Field(min_length=1, max_length=s.max_batch)] | None = None
         top_k: Annotated[int, Field(ge=1, le=s.max_top_k)] | None = None
@@ -96,9 +107,38 @@ def _error_message(errors: Sequence[dict[str, Any]]) -> str:
     return "; ".join(out) + (f" (+{len(errors) - 5} more)" if len(errors) > 5 else "")
 
 
-class BodyLimit:
-    """ASGI middleware: a JSON 413 for bodies over `max_bytes`, told by Content-Length before reading, or counted
-    while streaming (then raised as an HTTPException, which the app's handler turns into the same JSON 413)."""
+def json_problem(body: bytes) -> str | None:
+    """Why `body` cannot be JSON for a reason the JSON parser words badly (None: let FastAPI parse and report it).
+
+    Not UTF-8 (JSON on the wire is UTF-8, RFC 8259), nested beyond the parser's recursion limit, or an integer
+    beyond Python's int-conversion digit limit."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return f"the body is not UTF-8 (invalid byte at offset {err.start})"
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return None  # FastAPI reports it with its position
+    except RecursionError:
+        return "the JSON is nested too deeply"
+    except ValueError as err:  # int('9' * 5000): "Exceeds the limit (4300 digits) for integer string conversion"
+        if "digits" in str(err):
+            return "the JSON holds an integer with too many digits"
+        return "the body could not be parsed as JSON"
+    return None
+
+
+def _invalid(message: str) -> JSONResponse:
+    return JSONResponse({"error": "invalid request", "message": message, "details": []}, status_code=422)
+
+
+class BodyGuard:
+    """ASGI middleware reading the request body before the app sees it.
+
+    A JSON 413 for bodies over `max_bytes` (told by Content-Length before reading, or counted while reading);
+    a JSON 422 with the right reason for a POST body that is not UTF-8, nested too deeply or holds an integer too
+    long to parse (`json_problem`); otherwise the body is handed to the app unchanged."""
 
     def __init__(self, app: Any, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -112,17 +152,78 @@ class BodyLimit:
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             return await self.too_large()(scope, receive, send)
-        seen = 0
-
-        async def counted() -> dict:
-            nonlocal seen
+        chunks, seen = [], 0
+        while True:
             message = await receive()
-            seen += len(message.get("body", b""))
+            if message["type"] == "http.disconnect":
+                return  # the client went away (or a read timeout cut it off): nothing to answer
+            chunk = message.get("body", b"")
+            seen += len(chunk)
             if seen > self.max_bytes:
-                raise StarletteHTTPException(413)
-            return message
+                return await self.too_large()(scope, receive, send)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if scope.get("method") == "POST" and body:
+            problem = json_problem(body)
+            if problem is not None:
+                return await _invalid(f"malformed JSON: {problem}")(scope, receive, send)
+        replayed = False
 
-        await self.app(scope, counted, send)
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)[:300]
+
+
+class AccessLog:
+    """ASGI middleware: one access-log line per request on `mtic.service.access` (INFO): client, method, path
+    (never the query string, which may carry tokens), status and time. uvicorn's own access log is off."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started, status = time.perf_counter(), 0
+
+        async def sending(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            client = scope.get("client")
+            access_log.info('%s - "%s %s HTTP/%s" %s %.1fms', f"{client[0]}:{client[1]}" if client else "-",
+                            scope.get("method"), _printable(scope.get("path", "")), scope.get("http_version"),
+                            status or "-", 1000 * (time.perf_counter() - started))
+
+
+_ABSOLUTE = re.compile(r"^(?:/|~|[A-Za-z]:[\\/]|\\\\)")
+
+
+def public(value: Any) -> Any:
+    """`value` with every absolute filesystem path replaced by its file name (for /v1/model)."""
+    if isinstance(value, dict):
+        return {k: public(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [public(v) for v in value]
+    if isinstance(value, str) and _ABSOLUTE.match(value):
+        return os.path.basename(value.replace("\\", "/").rstrip("/")) or "(path)"
+    return value
 
 
 class Engine:
@@ -154,10 +255,10 @@ def model_info(classifier: IntentClassifier, settings: ServiceSettings) -> dict[
     """GET /v1/model: the model card, the intents and the service limits."""
     card = classifier.card
     intents = [{"id": i.id, "title": i.title, "path": list(i.path)} for i in classifier.taxonomy.intents]
-    return {**card, "markets": card.get("markets") or ([card["market"]] if card.get("market") else []),
-            "precision": classifier.precision, "intents": len(intents), "intent_list": intents,
-            "limits": {k: v for k, v in asdict(settings).items() if k.startswith(("max_", "top_k"))},
-            "batching": settings.batching}
+    return public({**card, "markets": card.get("markets") or ([card["market"]] if card.get("market") else []),
+                   "precision": classifier.precision, "intents": len(intents), "intent_list": intents,
+                   "limits": {k: v for k, v in asdict(settings).items() if k.startswith(("max_", "top_k"))},
+                   "batching": settings.batching})
 
 
 def create_app(classifier: IntentClassifier, settings: ServiceSettings | None = None) -> FastAPI:
@@ -179,8 +280,12 @@ def create_app(classifier: IntentClassifier, settings: ServiceSettings | None = 
                 await engine.batcher.stop()
             engine.executor.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title="mtic intent service", version=version, lifespan=lifespan)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    docs = settings.docs
+    app = FastAPI(title="mtic intent service", version=version, lifespan=lifespan,
+                  docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
+                  openapi_url="/openapi.json" if docs else None)
+    app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AccessLog)  # outermost of ours: logs the 413s and 422s of BodyGuard too
     app.state.engine = engine
 
     @app.exception_handler(RequestValidationError)
@@ -193,8 +298,7 @@ def create_app(classifier: IntentClassifier, settings: ServiceSettings | None = 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400 and exc.detail == BODY_PARSE_ERROR:  # e.g. bytes that are not UTF-8
-            return JSONResponse({"error": "invalid request", "message": "malformed JSON: the body is not UTF-8 JSON",
-                                 "details": []}, status_code=422)
+            return _invalid("malformed JSON: the body could not be parsed")  # BodyGuard names the usual reasons
         message = (f"request body larger than {settings.max_body_bytes} bytes" if exc.status_code == 413
                    else str(exc.detail))
         return JSONResponse({"error": message}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
@@ -234,4 +338,84 @@ def serve(model: str | Path, settings: ServiceSettings | None = None, host: str 
     card = classifier.card
     log.warning("mtic serve: %s v%s (%s, %s intents) on http://%s:%d", card.get("name", model), card.get("version"),
                 classifier.precision, len(classifier.taxonomy), host, port)
-    uvicorn.run(create_app(classifier, settings), host=host, port=port, log_level=log_level)
+    uvicorn.Server(server_config(create_app(classifier, settings), settings, host, port, log_level)).run()
+
+
+def guarded_protocol(header_timeout_s: float, body_timeout_s: float) -> type:
+    """uvicorn's h11 protocol with read timeouts: a connection that has not delivered a complete request head
+    within `header_timeout_s` (counted from connecting or from the end of the previous response), or the whole
+    body within `body_timeout_s` of the head, is answered 408 (when part of a request came in) and closed.
+    Slow-header, slow-body and stalled connections cannot hold a connection slot for longer than that."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11Protocol(H11Protocol):
+        _phase: str | None = None
+        _timer: asyncio.TimerHandle | None = None
+        _received = 0
+
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._watch()
+
+        def data_received(self, data: bytes) -> None:
+            self._received += len(data)
+            super().data_received(data)
+            self._watch()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._received = 0
+            self._watch()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._cancel()
+            super().connection_lost(exc)
+
+        def _cancel(self) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+        def _watch(self) -> None:
+            state = self.conn.their_state
+            phase = "head" if state is h11.IDLE else "body" if state is h11.SEND_BODY else None
+            if phase == self._phase:
+                return  # a deadline, not an idle timer: dribbling bytes does not extend it
+            self._cancel()
+            self._phase = phase
+            if phase is not None and not self.transport.is_closing():
+                timeout = header_timeout_s if phase == "head" else body_timeout_s
+                self._timer = self.loop.call_later(timeout, self._expire, phase, timeout)
+
+        def _expire(self, phase: str, timeout: float) -> None:
+            self._timer = None
+            if self.transport.is_closing():
+                return
+            peer = "%s:%s" % self.client if self.client else "-"
+            if phase == "body" or self._received:
+                log.info("%s: no complete request %s within %gs: 408, closed", peer, phase, timeout)
+                answered = self.cycle is not None and self.cycle.response_started  # (in the body phase)
+                if phase == "head" or not answered:  # nothing sent yet on this request
+                    body = json.dumps({"error": f"request {phase} not received within {timeout:g} s"}).encode()
+                    self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                                         b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+            self.transport.close()
+
+    return GuardedH11Protocol
+
+
+def server_config(app: Any, settings: ServiceSettings, host: str = "127.0.0.1", port: int = 8000,
+                  log_level: str = "info") -> Any:
+    """The uvicorn configuration of the service: read timeouts, keep-alive, our access log (no query strings)."""
+    import copy
+
+    import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
+
+    log_config = copy.deepcopy(LOGGING_CONFIG)  # uvicorn's, plus the service's own loggers on its console handler
+    log_config["loggers"]["mtic.service"] = {"handlers": ["default"], "level": str(log_level).upper(),
+                                             "propagate": False}
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on", log_config=log_config,
+                          http=guarded_protocol(settings.header_timeout_s, settings.body_timeout_s),
+                          timeout_keep_alive=settings.keep_alive_s, access_log=False, server_header=False)
