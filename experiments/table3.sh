@@ -19,6 +19,7 @@ rows=(
   "selective        +experiment=baseline_select"
   "selective_gold   +experiment=baseline_select_gold"
   "lara             +experiment=lara"
+  "lara_no_mc       +experiment=lara pipeline.retrieval.candidates.source=none"
   "lara_pl          +experiment=lara_pl"
   "clara            +experiment=clara"
   "clara_no_mc      +experiment=clara pipeline.retrieval.candidates.source=none"
