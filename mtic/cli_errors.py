@@ -8,10 +8,12 @@ from collections.abc import Iterator
 
 from mtic.config_schema import ConfigError
 from mtic.data.errors import BundleError
+from mtic.deploy.artifact import ExportError
 from mtic.eval.supervision import LabelFreeViolation
+from mtic.models.checkpoint_io import ArtifactError
 
 log = logging.getLogger("mtic")
-USER_ERRORS = (BundleError, ConfigError, FileNotFoundError, LabelFreeViolation)
+USER_ERRORS = (BundleError, ConfigError, FileNotFoundError, LabelFreeViolation, ArtifactError, ExportError)
 EXIT_USER_ERROR = 2
 
 

@@ -171,8 +171,21 @@ def read_artifact(path: str | Path) -> Artifact:
     root = Path(path)
     if not is_export_dir(root):
         raise ExportError(f"{root}: not an mtic export ({DEPLOY_FILE} missing); make one with: mtic export CKPT {root}")
-    spec = DeploySpec.from_json(json.loads((root / DEPLOY_FILE).read_text(encoding="utf-8")))
+    from mtic.models.checkpoint_io import ArtifactError, one_line, read_json_file
+
+    deploy = read_json_file(root / DEPLOY_FILE, DEPLOY_FILE)
+    try:
+        if not isinstance(deploy, dict):
+            raise TypeError(f"a JSON {type(deploy).__name__}, not an object")
+        spec = DeploySpec.from_json(deploy)
+    except ExportError:
+        raise
+    except (KeyError, TypeError, ValueError) as err:
+        raise ArtifactError(root / DEPLOY_FILE, f"not an mtic deploy spec ({type(err).__name__}: {one_line(err)}); "
+                                                "the export is damaged: export again") from None
     taxonomy = Taxonomy.from_intents(read_intents(root / INTENTS_FILE))
     card_path = root / CARD_FILE
-    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+    card = read_json_file(card_path, CARD_FILE) if card_path.is_file() else {}
+    if not isinstance(card, dict):
+        raise ArtifactError(card_path, "not a JSON object; the export is damaged: export again")
     return Artifact(root, spec, taxonomy, card)

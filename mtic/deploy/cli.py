@@ -8,8 +8,21 @@ from mtic.deploy.settings import ServiceSettings
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from mtic.deploy.export import export_checkpoint, parity_summary
+    from pathlib import Path
 
+    from mtic.deploy.artifact import is_export_dir
+    from mtic.deploy.export import export_checkpoint, parity_summary
+    from mtic.models.checkpoint_io import ArtifactError, existing_file
+
+    existing_file(args.checkpoint)  # before anything else: a missing checkpoint is named as such
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ArtifactError(out, "exists and is not a directory; give a new export directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not is_export_dir(out):
+            raise ArtifactError(out, "exists, is not empty and is not an mtic export; give a new export directory")
+        if not args.force:
+            raise ArtifactError(out, "an export already exists here; pass --force to replace it")
     card = export_checkpoint(
         args.checkpoint, args.out, view=args.view, bundle=args.bundle, cache_dir=args.cache_dir, int8=args.int8,
         per_channel=args.per_channel, reduce_range=args.reduce_range, parity_limit=args.parity_limit or None,
@@ -51,6 +64,7 @@ def add_commands(groups: Any) -> None:
                         help="int8: 7-bit weights, no u8s8 saturation on CPUs without VNNI (default on)")
     export.add_argument("--parity-limit", type=int, default=500, help="parity sessions (0 = all)")
     export.add_argument("--cache-dir", default=None, help="model cache (default $MTIC_CACHE or ~/.cache/mtic)")
+    export.add_argument("--force", action="store_true", help="replace an existing export in the output directory")
     export.set_defaults(func=_cmd_export)
 
     d = ServiceSettings()

@@ -93,6 +93,10 @@ class IntentClassifier:
         A checkpoint's view is read from its run's saved config unless `view` (e.g. "naive_concat") is given.
         """
         path = Path(path)
+        if not path.exists():
+            from mtic.models.checkpoint_io import ArtifactError
+
+            raise ArtifactError(path, "no such export directory or checkpoint")
         if path.is_dir() and is_export_dir(path):
             return cls.from_export(path, precision, threads, top_k)
         if path.is_file() and path.suffix == ".ckpt":

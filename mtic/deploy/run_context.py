@@ -102,14 +102,16 @@ def bundle_path(bundle: str, cache_dir: str | None = None, datasets_dir: str | N
 def load_for_serving(checkpoint: str | Path, view: str | ViewSpec | None = None,
                      cache_dir: str | None = None) -> tuple[RunContext, ViewSpec, Any, Any]:
     """(run context, view, HTC model, selector or None) of a checkpoint; the view defaults to its run config's."""
+    from mtic.models.checkpoint_io import read_checkpoint
     from mtic.models.htc import HTC
 
+    state = read_checkpoint(checkpoint)  # a missing, empty or corrupt file is named first: `<file>: <reason>`
     context = checkpoint_context(checkpoint)
     spec = ViewSpec(view) if isinstance(view, str) else (view or context.view)
     if spec is None:
         raise ExportError(f"{checkpoint}: no run config (<run dir>/.hydra/config.yaml) tells the view this model "
                           f"was trained with; pass --view (mtic export) or view= (Python): last_query | naive_concat | "
                           f"selected_concat")
-    model = HTC.from_checkpoint(checkpoint, cache_dir=cache_dir)
+    model = HTC.from_state(state, checkpoint, cache_dir=cache_dir)
     selector = selector_for(context) if spec.kind == "selected_concat" else None
     return context, spec, model, selector

@@ -17,6 +17,7 @@ from mtic.data.taxonomy import Taxonomy
 from mtic.data.views import ViewExample
 from mtic.deploy.artifact import INPUT_NAMES, Artifact
 from mtic.deploy.tokenizer import FastTokenizer
+from mtic.models.checkpoint_io import ArtifactError, existing_file, one_line
 
 DEFAULT_BATCH = 32
 
@@ -32,7 +33,12 @@ def ort_session(path: str | Path, threads: int | None = None) -> Any:
     if threads:
         options.intra_op_num_threads = int(threads)
     options.log_severity_level = 3  # warnings about unused initialisers etc. are noise for users
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    existing_file(path, "ONNX model")
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # noqa: BLE001 - onnxruntime raises its own (pybind) classes for damaged files
+        raise ArtifactError(path, f"not a loadable ONNX model ({one_line(err)}); the export is damaged: export "
+                                  "again (mtic export --force)") from None
 
 
 def pad_rows(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:

@@ -20,7 +20,13 @@ class FastTokenizer:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: tokenizer file missing (the export needs a fast tokenizer's tokenizer.json)")
-        self._tok = Tokenizer.from_file(str(path))
+        try:
+            self._tok = Tokenizer.from_file(str(path))
+        except Exception as err:  # noqa: BLE001 - tokenizers raises a bare Exception for damaged files
+            from mtic.models.checkpoint_io import ArtifactError, one_line
+
+            raise ArtifactError(path, f"not a readable tokenizer.json ({one_line(err)}); the export is damaged: "
+                                      "export again") from None
         self._tok.no_padding()  # some tokenizer.json files carry a fixed padding length
         self._tok.no_truncation()
         config = path.parent / "tokenizer_config.json"  # the HF tokenizer's saved default side, if any

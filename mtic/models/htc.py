@@ -282,12 +282,31 @@ class HTC(pl.LightningModule):
     @classmethod
     def from_checkpoint(cls, path: str | Path, cache_dir: str | None = None, map_location: str = "cpu") -> HTC:
         """A trained HTC from a Lightning checkpoint (`weights_only` loading; the encoder comes from the registry)."""
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-        intents = [Intent(r["id"], r["title"], tuple(r["path"]), r.get("title_en"), r.get("label"))
-                   for r in checkpoint[INTENTS_KEY]]
-        hparams = dict(checkpoint["hyper_parameters"])
+        from mtic.models.checkpoint_io import read_checkpoint
+
+        return cls.from_state(read_checkpoint(path, map_location), path, cache_dir)
+
+    @classmethod
+    def from_state(cls, checkpoint: dict[str, Any], path: str | Path, cache_dir: str | None = None) -> HTC:
+        """A trained HTC from a loaded checkpoint dict (`path` names it in errors: `<path>: <reason>`)."""
+        from mtic.models.checkpoint_io import ArtifactError, one_line
+
+        if INTENTS_KEY not in checkpoint or "state_dict" not in checkpoint:
+            kind = ("a LoRA checkpoint (merge it with `mtic merge`)" if "lora" in (checkpoint.get("hyper_parameters")
+                    or {}) else "not an mtic HTC classifier checkpoint")
+            raise ArtifactError(path, f"{kind}: it has no {INTENTS_KEY!r} taxonomy or no state_dict")
+        try:
+            intents = [Intent(r["id"], r["title"], tuple(r["path"]), r.get("title_en"), r.get("label"))
+                       for r in checkpoint[INTENTS_KEY]]
+            hparams = dict(checkpoint["hyper_parameters"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ArtifactError(path, f"damaged HTC checkpoint: bad taxonomy or hyper-parameters "
+                                      f"({type(err).__name__}: {one_line(err)})") from None
         if cache_dir is not None:
             hparams["cache_dir"] = cache_dir
         model = cls(taxonomy=Taxonomy.from_intents(intents), **hparams)
-        model.load_state_dict(checkpoint["state_dict"])
+        try:
+            model.load_state_dict(checkpoint["state_dict"])
+        except (RuntimeError, TypeError, AttributeError) as err:
+            raise ArtifactError(path, f"the weights do not fit the model they name ({one_line(err)})") from None
         return model.eval()
