@@ -188,7 +188,9 @@ def test_clara_keeps_only_unanimous_sessions_and_trains_on_exactly_them(tmp_path
     n_single = sum(1 for line in (bundle / "single_turn.jsonl").read_text().splitlines()
                    if json.loads(line).get("split") != "valid")
     assert record["data_sizes"]["train"] == n_single + len(train)  # single-turn queries + the kept sessions
-    assert record["data_sizes"]["valid"] == len(valid)
+    n_single_valid = sum(1 for line in (bundle / "single_turn.jsonl").read_text().splitlines()
+                         if json.loads(line).get("split") == "valid")
+    assert record["data_sizes"]["valid"] == len(valid) + n_single_valid  # pseudo valid split + single-turn valid
     assert record["supervision"]["train"] == ["single_turn", "pseudo_labels"]
     assert record["supervision"]["selection"] == ["single_turn.valid", "pseudo_labels"]  # M_c's, the HTC's
     assert record["candidates"] == "single_turn_htc" and record["label_free"] is True
@@ -203,8 +205,19 @@ def test_clara_without_self_consistency_is_lara_pl(tmp_path: Path, monkeypatch) 
     record = _results(tmp_path / "run")
     assert record["method"] == "lara_pl" and record["self_consistency"] == "none"
     assert record["pseudo_labels"]["kept"] == len(UNLABELED)  # no vote: the disagreeing session stays
-    assert record["candidates"] == "none" and record["supervision"]["selection"] == ["pseudo_labels"]
+    assert record["candidates"] == "none" and record["supervision"]["selection"] == ["pseudo_labels",
+                                                                                     "single_turn.valid"]
     assert "test/acc" in record["metrics"]
+
+
+def test_paper_selection_reads_only_the_pseudo_labelled_split(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("mtic.pipelines.clara.build_llm", lambda **_: ScriptedLLM())
+    bundle = bundle_with_everything(tmp_path / "b")
+    run(_compose(bundle, tmp_path / "run", tmp_path / "cache", *_clara_overrides(tmp_path),
+                 "pipeline.retrieval.candidates.source=none", "pipeline.pseudo_valid.single_turn=false"))
+    record = _results(tmp_path / "run")
+    n_valid = len((tmp_path / "run" / "pseudo_valid.jsonl").read_text().splitlines())
+    assert record["supervision"]["selection"] == ["pseudo_labels"] and record["data_sizes"]["valid"] == n_valid
 
 
 def test_clara_predictions_ignore_poisoned_gold_labels(tmp_path: Path, monkeypatch) -> None:

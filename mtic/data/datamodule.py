@@ -81,13 +81,19 @@ def _source_name(spec: str) -> str:
     return SINGLE_TURN_VALID if spec == SINGLE_TURN_SOURCE else sessions_source(spec)
 
 
-def planned_supervision(train_single_turn: bool, train_sessions: str, valid_sessions: str) -> Supervision:
+def source_list(spec: str | Sequence[str]) -> list[str]:
+    """A sessions spec as a list of sources: one name, or several (a list) whose sessions are pooled."""
+    return [spec] if isinstance(spec, str) else [str(s) for s in spec]
+
+
+def planned_supervision(train_single_turn: bool, train_sessions: str, valid_sessions: str | Sequence[str]
+                        ) -> Supervision:
     """The label sources of a data config (a valid split counts as read even if the bundle lacks it): what a
     pipeline checks against `label_free` before any compute."""
     train = [SINGLE_TURN] if train_single_turn else []
     if train_sessions != NO_SESSIONS:
         train.append(_source_name(train_sessions))
-    selection = [] if valid_sessions == NO_SESSIONS else [_source_name(valid_sessions)]
+    selection = [_source_name(s) for s in source_list(valid_sessions) if s != NO_SESSIONS]
     return Supervision(train=train, selection=selection, evaluation=[sessions_source("test")])
 
 
@@ -99,7 +105,8 @@ class MTICDataModule(pl.LightningDataModule):
     Training data = labelled single-turn queries (as one-turn sessions) + labelled sessions (`train_sessions`).
     Validation data (early stopping, checkpoint choice) = `valid_sessions`. A sessions source is a bundle split
     name ('train', 'valid'), 'single_turn' (valid only: the single-turn queries of the valid split), a path to a
-    sessions JSONL (the user's labels), 'pseudo:<path>' (a JSONL labelled by an LLM), or 'none'.
+    sessions JSONL (the user's labels), 'pseudo:<path>' (a JSONL labelled by an LLM), or 'none'; `valid_sessions`
+    may list several sources, whose sessions are pooled.
     `supervision()` names the label sources these settings read (mtic/eval/supervision.py).
     """
 
@@ -112,7 +119,7 @@ class MTICDataModule(pl.LightningDataModule):
         eval_batch_size: int = 32,
         train_single_turn: bool = True,
         train_sessions: str = "train",
-        valid_sessions: str = "valid",
+        valid_sessions: str | Sequence[str] = "valid",
         expand_prefixes: bool = True,
         max_train_examples: int | None = None,
         max_eval_examples: int | None = None,
@@ -174,7 +181,7 @@ class MTICDataModule(pl.LightningDataModule):
         if self._single_turn_parts is None:
             train = self.bundle.require_single_turn("train")
             valid = [q for q in self.bundle.single_turn if q.split == "valid"]
-            if not valid and self.valid_sessions == SINGLE_TURN_SOURCE:
+            if not valid and SINGLE_TURN_SOURCE in source_list(self.valid_sessions):
                 if len(train) < 2:
                     raise ValueError(f"{self.bundle.root}: single_turn.jsonl has no 'valid' split and too few "
                                      "queries to hold some out for model selection (data.valid_sessions)")
@@ -191,31 +198,33 @@ class MTICDataModule(pl.LightningDataModule):
     def _single_turn_valid(self) -> list[Session]:
         return [q.as_session(f"valid-{k}") for k, q in enumerate(self._single_turn_split()[1])]
 
-    def _valid_source(self) -> str:
-        """The validation source actually read: a missing bundle split falls back to single-turn valid queries."""
-        spec = self.valid_sessions
-        if spec not in (SINGLE_TURN_SOURCE, NO_SESSIONS) and Path(spec.removeprefix(PSEUDO_PREFIX)).suffix != ".jsonl" \
-                and spec not in self.bundle.sessions:
-            return SINGLE_TURN_SOURCE
-        return spec
+    def _valid_sources(self) -> list[str]:
+        """The validation sources actually read: a missing bundle split falls back to single-turn valid queries."""
+        def resolved(spec: str) -> str:
+            if spec not in (SINGLE_TURN_SOURCE, NO_SESSIONS) and spec not in self.bundle.sessions \
+                    and Path(spec.removeprefix(PSEUDO_PREFIX)).suffix != ".jsonl":
+                return SINGLE_TURN_SOURCE
+            return spec
+
+        return list(dict.fromkeys(resolved(s) for s in source_list(self.valid_sessions) if s != NO_SESSIONS))
 
     def evaluation_sessions(self, split: str) -> list[Session]:
-        """Test sessions (or any bundle split), or the validation sessions of `valid_sessions` for 'valid'."""
+        """Test sessions (or any bundle split), or the validation sessions of `valid_sessions` for 'valid' (the
+        sessions of every listed source, pooled)."""
         if split == "valid":
-            source = self._valid_source()
-            if source == NO_SESSIONS:
-                sessions = []
-            elif source == SINGLE_TURN_SOURCE:
-                sessions = self._single_turn_valid()
-            else:
-                sessions = self._session_source(source, require_target=True)
+            sessions = []
+            for source in self._valid_sources():
+                if source == SINGLE_TURN_SOURCE:
+                    sessions += self._single_turn_valid()
+                else:
+                    sessions += self._session_source(source, require_target=True)
         else:
             sessions = self.bundle.require_sessions(split)
         return sessions[: self.max_eval_examples] if self.max_eval_examples else sessions
 
     def supervision(self) -> Supervision:
         """The label sources training and validation read with these settings (nothing is loaded)."""
-        return planned_supervision(self.train_single_turn, self.train_sessions, self._valid_source())
+        return planned_supervision(self.train_single_turn, self.train_sessions, self._valid_sources() or NO_SESSIONS)
 
     def train_examples(self) -> list[ViewExample]:
         """The training examples (views of the training sessions), subsampled to `max_train_examples` (seeded)."""

@@ -37,7 +37,7 @@ from mtic.clara.self_consistency import RULES
 from mtic.config_schema import ConfigError
 from mtic.data.bundle import Bundle, read_bundle, write_jsonl
 from mtic.data.craft import read_unlabeled_gold
-from mtic.data.datamodule import PSEUDO_PREFIX
+from mtic.data.datamodule import PSEUDO_PREFIX, SINGLE_TURN_SOURCE
 from mtic.data.schema import Session
 from mtic.data.sources import bundle_fingerprint
 from mtic.data.taxonomy import Taxonomy
@@ -291,7 +291,8 @@ def _pseudo_then_train(cfg: DictConfig, fit: bool, test: bool, pseudo_valid: Map
     train_cfg = copy.deepcopy(cfg)
     with open_dict(train_cfg):
         train_cfg.data.train_sessions = PSEUDO_PREFIX + str(train_file)
-        train_cfg.data.valid_sessions = PSEUDO_PREFIX + str(valid_file)
+        pseudo = PSEUDO_PREFIX + str(valid_file)
+        train_cfg.data.valid_sessions = [pseudo, SINGLE_TURN_SOURCE] if pseudo_valid.get("single_turn") else pseudo
     metrics = train_test_run(train_cfg, fit=fit, test=test, supervision=used)
     report["wall_time_s"] = round(time.time() - started, 2)  # pseudo-labelling included
     update_results(run_dir, report, pseudo_label_metrics(summary))
