@@ -13,7 +13,7 @@ from mtic.eval.results import RESULTS_FILE
 from mtic.eval.supervision import Supervision
 
 DEFAULT_ROW_KEYS = ("method", "backbone", "target", "cross_lingual", "decode", "view", "prompt", "self_consistency",
-                    "candidates", "global_head", "local_chain", "label_attention")
+                    "candidates", "pseudo_selection", "global_head", "local_chain", "label_attention")
 SUPERVISION = "supervision"   # a row key: the gold label sources the run read (training + model selection)
 AVERAGE = "avg"
 METHOD_ORDER = ("tfidf", "single_turn", "naive_concat", "last_two", "selective_concat", "selective_concat_gold",

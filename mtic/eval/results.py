@@ -43,6 +43,7 @@ def ablation_settings(cfg: DictConfig) -> dict[str, Any]:
         "prompt": (cfg.get("prompt") or {}).get("name"),
         "self_consistency": (cfg.get("pipeline") or {}).get("self_consistency"),
         "candidates": candidates_setting(cfg),
+        "pseudo_selection": pseudo_selection_setting(cfg),
         **{switch: model.get(switch) for switch in HTC_SWITCHES},
     }
 
@@ -54,6 +55,14 @@ def candidates_setting(cfg: DictConfig) -> str | None:
     if not candidates:
         return None
     return candidates.get("source")
+
+
+def pseudo_selection_setting(cfg: DictConfig) -> str | None:
+    """What LARA-PL / CLARA select their model on: the pseudo-labelled valid split, plus single-turn valid queries."""
+    pseudo_valid = (cfg.get("pipeline") or {}).get("pseudo_valid")
+    if not pseudo_valid:
+        return None
+    return "pseudo+single_turn" if pseudo_valid.get("single_turn") else "pseudo"
 
 
 def write_results(
