@@ -17,13 +17,101 @@ RESULTS_FILE = "results.json"
 SECRET_KEY = re.compile(r"(api[_-]?key|secret|passw(or)?d|credential|(^|_)(auth_|access_|hf_)?token$)", re.IGNORECASE)
 
 
+MASK = "***"
+URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s?#'\"]+)@")
+SECRET_PARAM = re.compile(
+    r"(?P<name>[?&;](?:[a-z0-9_.-]*?(?:api[_-]?key|secret|passw(?:or)?d|credential|token|signature)|key|sig|code|auth)=)"
+    r"(?P<value>[^&#\s'\"]+)", re.IGNORECASE)
+# API-key-shaped tokens (sk-..., hf_..., ghp_...): 20+ characters with a digit and a capital (model names have neither)
+SECRET_TOKEN = re.compile(r"\b(?:sk|pk|rk|hf|ghp|gho|ghs|xox[bpa])[-_](?=[A-Za-z0-9_-]*\d)(?=[A-Za-z0-9_-]*[A-Z])"
+                          r"[A-Za-z0-9_-]{20,}")
+
+
+def redact_text(text: str) -> str:
+    """`text` with URL credentials (`scheme://user:pass@`), secret query parameters (`?api_key=`, `&token=`,
+    `&sig=` ...) and API-key-shaped tokens (`sk-...`, `hf_...`) masked as '***'."""
+    text = URL_USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", text)
+    text = SECRET_PARAM.sub(lambda m: f"{m['name']}{MASK}", text)
+    return SECRET_TOKEN.sub(MASK, text)
+
+
+def _secret_key(key: object) -> bool:
+    """A secret-looking key; `*_env` keys name an environment variable (api_key_env: OPENAI_API_KEY), not a secret."""
+    return bool(SECRET_KEY.search(str(key))) and not str(key).lower().endswith("_env")
+
+
 def redact(value: Any) -> Any:
-    """Copy of a nested config with the value of every secret-looking key (api_key, token, password...) as '***'."""
+    """Copy of a nested config with the value of every secret-looking key (api_key, token, password...) as '***',
+    and credentials inside every string value (URL userinfo, secret query parameters, key-shaped tokens) masked."""
     if isinstance(value, dict):
-        return {k: "***" if SECRET_KEY.search(str(k)) and v else redact(v) for k, v in value.items()}
-    if isinstance(value, list):
+        return {k: MASK if _secret_key(k) and v else redact(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
         return [redact(v) for v in value]
+    if isinstance(value, str):
+        return redact_text(value)
     return value
+
+
+def secret_override(override: str) -> str | None:
+    """Why a command-line override (`key=value`, `+key=value`, `++key=value`) carries a secret, or None."""
+    key, eq, value = override.partition("=")
+    if not eq or not value.strip() or value.strip() in ("null", "~", "''", '""'):
+        return None
+    name = key.lstrip("+~").rsplit(".", 1)[-1]
+    if _secret_key(name) and "${" not in value:
+        return f"{key.lstrip('+~')} looks like a secret"
+    if redact_text(value) != value:
+        return f"the value of {key.lstrip('+~')} holds credentials"
+    return None
+
+
+def redact_yaml_file(path: str | Path) -> bool:
+    """Rewrite a YAML file (Hydra's .hydra/config.yaml, overrides.yaml, hydra.yaml) with `redact` applied;
+    untouched (and False) when there is nothing to mask."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        return False
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    clean = redact(data)
+    if clean == data:
+        return False
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(clean, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    os.replace(tmp, path)
+    return True
+
+
+class RedactingFilter:
+    """A logging filter that masks credentials (`redact_text`) in every record's rendered message."""
+
+    def filter(self, record: Any) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken record is logging's business, not ours
+            return True
+        clean = redact_text(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        return True
+
+
+_FILTER = RedactingFilter()
+
+
+def redact_logs(*names: str) -> None:
+    """Mask credentials in the records of the loggers `names` (e.g. "httpx", "openai"; "" = root) and in
+    everything reaching the root logger's handlers (Hydra's run.log and console)."""
+    import logging
+
+    for name in names:
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
+    for handler in logging.getLogger().handlers:  # records of other loggers propagate to these
+        if _FILTER not in handler.filters:
+            handler.addFilter(_FILTER)
 
 
 HTC_SWITCHES = ("global_head", "local_chain", "label_attention")  # the classifier's ablation switches

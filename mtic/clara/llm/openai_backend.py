@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from mtic.clara.llm.base import FAILED, GENERATE, OK, LLMRequest, LLMResponse, Stats
+from mtic.eval.results import redact_logs, redact_text
 
 log = logging.getLogger("mtic")
 RETRY_STATUSES = (408, 409, 429)
@@ -28,15 +29,16 @@ NO_KEY = "EMPTY"  # what local servers without authentication accept
 
 
 def public_url(url: str | None) -> str | None:
-    """`url` without any user:password part (safe to log, hash and write)."""
+    """`url` without any user:password part and with secret query parameters masked (safe to log, hash and
+    write)."""
     if not url:
         return url
     parts = urlsplit(url)
     if parts.username is None and parts.password is None:
-        return url
+        return redact_text(url)
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return redact_text(urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)))
 
 
 class GarbageResponse(Exception):
@@ -93,6 +95,7 @@ class OpenAILLM:
         self.extra_body = dict(extra_body or {})
         timeout = Timeout(timeout_s, connect=min(connect_timeout_s, timeout_s))
         self.client = OpenAI(api_key=key or NO_KEY, base_url=base_url, timeout=timeout, max_retries=0)
+        redact_logs("httpx", "httpcore", "openai", "mtic")  # httpx logs every request's full URL (user:key@ too)
         self.stats = Stats()
         self._rng = random.Random()
         self._rng_lock = threading.Lock()
@@ -151,7 +154,7 @@ class OpenAILLM:
                 self.stats.add("retries")
                 time.sleep(self.backoff(attempt, retry_after))
         self.stats.add(FAILED)
-        log.debug("request failed after %d attempt(s): %s", attempt + 1, reason)
+        log.debug("request failed after %d attempt(s): %s", attempt + 1, redact_text(str(reason)))
         return LLMResponse(None, FAILED, error=reason, attempts=attempt + 1)
 
 
