@@ -7,7 +7,6 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-
 ENV_HINT = ("secrets never go on the command line (they would be kept in .hydra/overrides.yaml, the shell history "
             "and the W&B run metadata): put them in environment variables, e.g. OPENAI_API_KEY (llm.api_key_env "
             "names it) or MTIC_LLM_URL with llm.base_url='${oc.env:MTIC_LLM_URL}'")

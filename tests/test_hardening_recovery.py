@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from mtic.cli_errors import EXIT_USER_ERROR, friendly_errors
 from mtic.clara.pseudo_label import RecordsError, RecordsLocked, pseudo_label, recover
+from mtic.cli_errors import EXIT_USER_ERROR, friendly_errors
 from mtic.data.schema import Session, Turn
 
 N = 40

@@ -392,7 +392,7 @@ def guarded_protocol(header_timeout_s: float, body_timeout_s: float) -> type:
             self._timer = None
             if self.transport.is_closing():
                 return
-            peer = "%s:%s" % self.client if self.client else "-"
+            peer = f"{self.client[0]}:{self.client[1]}" if self.client else "-"
             if phase == "body" or self._received:
                 log.info("%s: no complete request %s within %gs: 408, closed", peer, phase, timeout)
                 answered = self.cycle is not None and self.cycle.response_started  # (in the body phase)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mtic.models.htc import INTENTS_KEY
 from mtic.models.backbones import load_causal_lm
 from mtic.models.checkpoint_io import ArtifactError, read_checkpoint
+from mtic.models.htc import INTENTS_KEY
 from mtic.models.lora import save_merged, wrap_lora
 
 MODEL_PREFIX = "model."
