@@ -12,6 +12,18 @@ ENV_HINT = ("secrets never go on the command line (they would be kept in .hydra/
             "names it) or MTIC_LLM_URL with llm.base_url='${oc.env:MTIC_LLM_URL}'")
 
 
+def refuse_renamed_overrides(argv: list[str]) -> None:
+    """Exit 2 with one line when a command-line override sets a renamed key (llm.mode=, model.decoding=): Hydra
+    would otherwise stop on the unknown key without naming the new one."""
+    from mtic.config_schema import renamed_key_message
+
+    for arg in argv:
+        why = None if arg.startswith("-") or "=" not in arg else renamed_key_message(arg.partition("=")[0])
+        if why:
+            print(f"error: {why}", file=sys.stderr)
+            raise SystemExit(2)
+
+
 def refuse_secret_overrides(argv: list[str]) -> None:
     """Exit 2 with one line when a command-line override carries a secret (a secret-looking key such as
     +extra.api_key=..., or credentials in a value such as a URL with user:password@)."""
@@ -43,4 +55,5 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     refuse_secret_overrides(sys.argv[1:])
+    refuse_renamed_overrides(sys.argv[1:])
     main()

@@ -22,7 +22,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from mtic.clara.labeler import SessionLabeler
-from mtic.clara.llm import LLMRequest, LLMResponse
+from mtic.clara.llm import LLMRequest, LLMResponse, backend_mode
 from mtic.clara.llm.local import choice_texts, plain_prompt_text, resolve_answer_end
 from mtic.clara.prompts import RenderedPrompt
 from mtic.clara.retrieval import Demo, Retriever
@@ -161,7 +161,7 @@ def render_examples(market: str = "sg", k: int = 3, max_demos: int = 3, seed: in
     for cfg in configs.values():
         pipe = cfg.pipeline
         vote = voting(pipe.self_consistency, pipe.sc_orders, pipe.sc_seed)
-        llm = ScriptedLLM(str(cfg.llm.mode))
+        llm = ScriptedLLM(backend_mode(str(cfg.llm.decode)))
         labeler = build_labeler(cfg, bundle, taxonomy, retrieval, OmegaConf.to_container(pipe.labels, resolve=True),
                                 OmegaConf.to_container(pipe.matcher), vote, llm=llm, embedder=embedder)
         if session is None:
@@ -202,11 +202,11 @@ def to_markdown(r: Rendering, command: str) -> str:
              "| demo (retrieval order) | intent | similarity |", "|:---|:---|---:|", *demos, ""]
     shown = (f"The prompt as the local backend (`{r.settings['llm']}`, no chat template) reads it; the model "
              "continues after the last line:")
-    score = ("Score mode (`llm.mode=score`, default): the LLM ranks these continuations, one per candidate intent "
+    score = ("Score decoding (`llm.decode=score`, default): the LLM ranks these continuations, one per candidate intent "
              "(the demos' intents), by log-likelihood; the best is the answer.")
     for ex in r.examples:
         reader = "the symbol map" if ex.rendered.symbols else "the label matcher (exact, gestalt)"
-        generate = ("Generate mode (`llm.mode=generate`): greedy free text after the prompt, read by the "
+        generate = ("Greedy decoding (`llm.decode=greedy`): free text after the prompt, read by the "
                     f"template's parser and then {reader}:")
         choices = [f"| {_cell(text)} | `{intent}`{' (gold)' if intent == s.target else ''} | {ex.labels[intent]} |"
                    for text, intent in zip(ex.continuations, ex.rendered.intents)]

@@ -1,4 +1,7 @@
-"""Validation of the composed Hydra config: wrong values and missing keys get one clear message."""
+"""Validation of the composed Hydra config: wrong values and missing keys get one clear message.
+
+The allowed values are owned by the code that uses them (symbol tuning's decoders, the chat encoder, the HTC,
+the CLARA LLM backends, the label targets) and imported from there; this module owns no vocabulary."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -7,12 +10,19 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from mtic.clara.llm.base import DECODES as LLM_DECODES
+from mtic.data.chat import LOSS_ON
 from mtic.labels.targets import TARGET_KINDS
+from mtic.models.backbones import BACKBONE_KINDS
+from mtic.models.htc import LEVEL_DECODINGS
+from mtic.models.rollout import DECODES, HISTORIES
 
-DECODES = ("greedy", "score")
-HISTORIES = ("rollout", "gold", "none")
-LOSS_ON = ("all", "last")
-BACKBONE_KINDS = ("causal_lm", "encoder")
+RENAMED_KEYS = {
+    "llm.mode": f"llm.decode ({' | '.join(LLM_DECODES)})",
+    "summary_llm.mode": f"summary_llm.decode ({' | '.join(LLM_DECODES)})",
+    "model.decoding": f"model.level_decoding ({' | '.join(LEVEL_DECODINGS)})",
+}
+"""Keys that were renamed: setting the old one is a one-line error naming the new one."""
 
 
 class ConfigError(ValueError):
@@ -41,6 +51,9 @@ RULES: tuple[Rule, ...] = (
     Rule("model.decode", choices=DECODES, required=False),
     Rule("model.history", choices=HISTORIES, required=False),
     Rule("model.loss_on", choices=LOSS_ON, required=False),
+    Rule("model.level_decoding", choices=LEVEL_DECODINGS, required=False),
+    Rule("llm.decode", choices=LLM_DECODES, required=False),
+    Rule("summary_llm.decode", choices=LLM_DECODES, required=False),
     Rule("pipeline._target_", kind=str),
 )
 
@@ -80,9 +93,23 @@ def unread_groups(cfg: DictConfig) -> list[str]:
     return problems
 
 
+def renamed_key_message(key: str) -> str | None:
+    """The one-line message for a renamed key (`llm.mode` ...), None for any other key."""
+    new = RENAMED_KEYS.get(key.lstrip("+~"))
+    return f"'{key.lstrip('+~')}' was renamed: use {new}" if new else None
+
+
+def refuse_renamed_keys(cfg: DictConfig) -> None:
+    """ConfigError (one line) when the config sets a key under its old name."""
+    for key in RENAMED_KEYS:
+        if _get(cfg, key) is not _MISSING:
+            raise ConfigError(renamed_key_message(key))
+
+
 def validate_config(cfg: DictConfig, rules: Sequence[Rule] = RULES) -> None:
-    """Raise ConfigError for the first missing required key or disallowed value (all problems listed), and for
-    config groups that nothing of the run reads (`unread_groups`)."""
+    """Raise ConfigError for a renamed key (one line), for the first missing required key or disallowed value
+    (all problems listed), and for config groups that nothing of the run reads (`unread_groups`)."""
+    refuse_renamed_keys(cfg)
     problems = unread_groups(cfg)
     for rule in rules:
         value = _get(cfg, rule.key)

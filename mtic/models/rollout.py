@@ -27,6 +27,10 @@ from mtic.models.label_scoring import score_tree
 from mtic.models.session_cache import SessionCache
 
 Session = Sequence[tuple[str, "str | None"]]
+GREEDY, SCORE = "greedy", "score"
+DECODES = (GREEDY, SCORE)           # how an answer is read off the cache (`model.decode`)
+ROLLOUT, GOLD, NO_HISTORY = "rollout", "gold", "none"
+HISTORIES = (ROLLOUT, GOLD, NO_HISTORY)  # what answers the history turns (`model.history`)
 
 
 @dataclass
@@ -139,7 +143,7 @@ class SessionRollout:
     encoder: ChatEncoder
     decoder: Decoder
     pad_id: int
-    history: str = "rollout"
+    history: str = ROLLOUT
     gold_answer: Callable[[str], str] | None = None
     all_labels: bool = False
 
@@ -147,7 +151,7 @@ class SessionRollout:
         if not sessions or any(len(s) == 0 for s in sessions):
             raise ValueError("every session needs at least one turn")
         cache = SessionCache(self.model, self.pad_id, len(sessions))
-        if self.history != "rollout":
+        if self.history != ROLLOUT:
             prompts = [self.encoder.prompt_ids([q for q, _ in s], [self._history_answer(g) for _, g in s[:-1]])
                        for s in sessions]
             return self.decoder(cache, cache.feed(prompts), [self.all_labels] * len(sessions))
@@ -176,7 +180,7 @@ class SessionRollout:
         return [a for a in final if a is not None]
 
     def _history_answer(self, gold: str | None) -> str | None:
-        if self.history == "gold" and gold is not None and self.gold_answer is not None:
+        if self.history == GOLD and gold is not None and self.gold_answer is not None:
             return self.gold_answer(gold)
         return None
 

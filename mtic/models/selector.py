@@ -37,6 +37,7 @@ from mtic.data.schema import Session, SingleTurnQuery
 from mtic.models.backbones import load_encoder
 
 log = logging.getLogger("mtic")
+SELECTOR_DIR = "selector"  # where a run keeps its trained selector (<run dir>/selector), read by export and serving
 CONFIG_FILE = "selector.json"
 HEAD_FILE = "head.safetensors"
 ENCODER_DIR = "encoder"

@@ -7,7 +7,6 @@ from typing import Any
 
 import torch
 
-from mtic.config_schema import DECODES, HISTORIES
 from mtic.data.chat import ChatEncoder, ChatFormat
 from mtic.data.taxonomy import Taxonomy
 from mtic.eval.metrics import IntentMetrics
@@ -15,9 +14,8 @@ from mtic.labels.matching import OutputMatcher
 from mtic.labels.targets import LabelSet, TargetKind
 from mtic.models.backbones import load_sentence_embedder
 from mtic.models.causal_lm import LoraCausalLM
-from mtic.models.rollout import GreedyDecoder, LabelScorer, SessionRollout
+from mtic.models.rollout import DECODES, GREEDY, HISTORIES, ROLLOUT, SCORE, GreedyDecoder, LabelScorer, SessionRollout
 
-SUMMARY = str(TargetKind.SUMMARY)
 SUMMARY_EXTRA_TOKENS = 32  # "You are asking about ... So, the intent title is" comes before the label
 
 
@@ -43,8 +41,8 @@ class SymbolTuningLM(LoraCausalLM):
         weight_decay: float = 0.0,
         warmup_ratio: float = 0.05,
         loss_on: str = "all",
-        decode: str = "greedy",
-        history: str = "rollout",
+        decode: str = GREEDY,
+        history: str = ROLLOUT,
         max_new_tokens: int = 12,
         label_probs: bool = True,
         max_length: int = 512,
@@ -62,11 +60,11 @@ class SymbolTuningLM(LoraCausalLM):
         self.save_hyperparameters(ignore=["taxonomy", "labels", "embed", "summaries"])
         self.taxonomy = taxonomy
         self.labels = labels
-        self.summary_target = str(labels.kind) == SUMMARY
+        self.summary_target = str(labels.kind) == TargetKind.SUMMARY
         fmt = ChatFormat(**(chat_format or {}))
         answer_of = None
         if self.summary_target:
-            if decode == "score":
+            if decode == SCORE:
                 raise ValueError("decode=score ranks labels; the summary target generates text: use decode=greedy")
             if summaries is None:
                 raise ValueError("the summary target needs query summaries (the pipeline makes them with an LLM)")
@@ -93,7 +91,7 @@ class SymbolTuningLM(LoraCausalLM):
     # -- inference -----------------------------------------------------------------------------------
     def rollout(self) -> SessionRollout:
         """The turn-by-turn decoder of this model's settings (greedy generation or exact label scoring)."""
-        if self.hparams.decode == "score":
+        if self.hparams.decode == SCORE:
             decoder = LabelScorer(self.label_answers, [self.labels.label_of(i) for i in self.label_intents])
         else:
             extra = SUMMARY_EXTRA_TOKENS if self.summary_target else 0

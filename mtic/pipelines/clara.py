@@ -31,7 +31,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mtic.clara.labeler import SCORE_METHOD, SYMBOL_METHOD, SessionLabeler
-from mtic.clara.llm import LLMBackend
+from mtic.clara.llm import LLMBackend, backend_mode
 from mtic.clara.pseudo_label import Outputs, pseudo_label, recover
 from mtic.clara.self_consistency import RULES
 from mtic.config_schema import ConfigError
@@ -91,7 +91,7 @@ def llm_summary(cfg: DictConfig) -> dict[str, Any]:
     from mtic.clara.llm.openai_backend import public_url
 
     llm = group_node(cfg, "llm")
-    out = {k: llm.get(k) for k in ("backend", "model", "mode") if k in llm}
+    out = {k: llm.get(k) for k in ("backend", "model", "decode") if k in llm}
     if llm.get("base_url"):
         out["base_url"] = public_url(llm["base_url"])
     return out
@@ -161,6 +161,8 @@ def artifact_key(cfg: DictConfig, bundle_dir: Path, parts: Mapping[str, Any]) ->
     """Hash of everything that determines the pseudo-labels: the bundle's files, the LLM settings (not the
     runtime ones such as batch size or retries), prompt, labels and `parts` (split, cap, retrieval, SC)."""
     llm = {k: v for k, v in settings_of(group_node(cfg, "llm")).items() if k not in LLM_RUNTIME_KEYS}
+    if "decode" in llm:  # hashed as the backend's mode: the key of the same settings is the one before the rename
+        llm["mode"] = backend_mode(llm.pop("decode"))
     payload = {"bundle_files": bundle_fingerprint(bundle_dir), "llm": llm,
                "prompt": settings_of(group_node(cfg, "prompt")),
                "labels": _plain(cfg.labels), **parts}
@@ -354,7 +356,7 @@ def lara(cfg: DictConfig, self_consistency: str = NO_SC, sc_orders: int = 1, sc_
     with (run_dir / PREDICTIONS_FILE).open("w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    extra = {"decode": cfg.llm.get("mode"), "view": "retrieval_prompt", "history": None, "llm": llm_summary(cfg),
+    extra = {"decode": cfg.llm.get("decode"), "view": "retrieval_prompt", "history": None, "llm": llm_summary(cfg),
              "llm_answers": {"answer_statuses": summary["answer_statuses"],
                              "session_statuses": summary["session_statuses"],
                              "llm_stats": labeler.llm_stats(), "answered": sum(r["intent"] is not None for r in rows)},

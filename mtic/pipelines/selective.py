@@ -22,11 +22,11 @@ from mtic.config_schema import ConfigError
 from mtic.data.datamodule import planned_supervision
 from mtic.eval.results import update_results
 from mtic.eval.supervision import SELECTOR_GOLD, SINGLE_TURN, Supervision
+from mtic.models.selector import SELECTOR_DIR
 from mtic.pipelines.train_test import bundle_dir_of
 from mtic.pipelines.train_test import run as train_test_run
 
 log = logging.getLogger("mtic")
-SELECTOR_DIR = "selector"
 VIEW = "mtic.data.views.SelectedConcatView"
 
 

@@ -10,9 +10,13 @@ from typing import Any, Protocol, runtime_checkable
 # response statuses
 OK = "ok"
 FAILED = "failed"
-# backend modes
+# backend modes (internal: part of the answer-cache identity, so they keep their names)
 GENERATE, SCORE = "generate", "score"
 MODES = (GENERATE, SCORE)
+# how an answer is read (`llm.decode`, the same words as symbol tuning's `model.decode`) -> the backend mode
+GREEDY = "greedy"
+DECODES = (SCORE, GREEDY)
+MODE_OF_DECODE = {SCORE: SCORE, GREEDY: GENERATE}
 
 
 @dataclass(frozen=True)

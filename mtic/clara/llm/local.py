@@ -1,6 +1,7 @@
 """The `local` backend: a registry causal LM (smollm2-135m, gemma3-270m, a hub id or a path) on this machine.
 
-`mode: generate` decodes greedily, `batch_size` left-padded prompts at a time. `mode: score` ranks the closed
+`llm.decode: greedy` (mode generate) decodes greedily, `batch_size` left-padded prompts at a time.
+`llm.decode: score` (mode score) ranks the closed
 answer set of each request (the candidate intents' rendered answers) by length-normalised log-likelihood:
 the prompts of a batch run as one left-padded forward pass, then all their candidates run as one packed pass
 over that key/value cache (see `LocalLLM.score_prompts`).
@@ -13,7 +14,7 @@ from typing import Any
 
 import torch
 
-from mtic.clara.llm.base import MODES, SCORE, LLMRequest, LLMResponse, Stats
+from mtic.clara.llm.base import GREEDY, MODES, SCORE, LLMRequest, LLMResponse, Stats
 from mtic.models.backbones import load_causal_lm
 from mtic.models.label_scoring import left_pad, score_prompts
 
@@ -70,7 +71,7 @@ class LocalLLM:
         num_threads: int | None = None,
     ) -> None:
         if mode not in MODES:
-            raise ValueError(f"llm.mode must be one of {MODES}, got {mode!r}")
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r} (llm.decode: score | greedy)")
         if answer_end not in ANSWER_ENDS:
             raise ValueError(f"llm.answer_end must be one of {ANSWER_ENDS}, got {answer_end!r}")
         if length_norm not in LENGTH_NORMS:
@@ -98,7 +99,7 @@ class LocalLLM:
     def params(self) -> dict[str, Any]:
         if self.mode == SCORE:
             return {"decode": SCORE, "answer_end": self.answer_end, "length_norm": self.length_norm}
-        return {"decode": "greedy", "max_new_tokens": self.max_new_tokens}
+        return {"decode": GREEDY, "max_new_tokens": self.max_new_tokens}
 
     @property
     def pad_id(self) -> int:

@@ -82,7 +82,7 @@ class OpenAILLM:
         from openai import OpenAI, Timeout
 
         if mode != GENERATE:
-            raise ValueError("the openai backend only generates (llm.mode=generate); score mode needs llm=local")
+            raise ValueError("the openai backend only generates (llm.decode=greedy); llm.decode=score needs llm=local")
         if max_concurrency < 1 or max_retries < 0:
             raise ValueError("max_concurrency must be >= 1 and max_retries >= 0")
         key = os.environ.get(api_key_env) if api_key_env else None
