@@ -23,6 +23,7 @@ rows=(
   "lara_pl          +experiment=lara_pl"
   "clara            +experiment=clara"
   "clara_no_mc      +experiment=clara pipeline.retrieval.candidates.source=none"
+  "clara_last_two   +experiment=clara data=last_two"
   "lara_pl_paper    +experiment=lara_pl pipeline.pseudo_valid.single_turn=false"
   "clara_paper      +experiment=clara pipeline.pseudo_valid.single_turn=false"
   "htc_supervised   +experiment=htc_supervised"
