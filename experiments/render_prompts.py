@@ -32,7 +32,7 @@ from mtic.data.schema import Session
 from mtic.data.taxonomy import Taxonomy
 from mtic.models.backbones import load_sentence_embedder
 from mtic.pipelines.clara import build_labeler, voting
-from mtic.pipelines.train_test import bundle_dir_of
+from mtic.pipelines.train_eval import bundle_dir_of
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

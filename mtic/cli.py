@@ -67,7 +67,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     embedder = load_sentence_embedder(args.embedder)
     tokenizer, llm = None, None
     if args.llm:
-        from mtic.models.proposer import LocalProposer
+        from mtic.clara.llm.local import LocalProposer
 
         proposer = LocalProposer(args.llm)
         bar = tqdm(total=len(taxonomy), desc=f"LLM candidates ({args.llm})", unit="title")

@@ -232,7 +232,7 @@ def test_summaries_are_asked_only_for_the_training_examples_used(tiny_bundle: Pa
     from mtic.clara.llm import LLMResponse
     from hydra.utils import instantiate
 
-    from mtic.pipelines.train_test import training_queries
+    from mtic.pipelines.train_eval import training_queries
 
     asked: list[str] = []
 

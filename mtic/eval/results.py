@@ -1,4 +1,5 @@
-"""`results.json`: one file per run with everything the comparison tables need (no secrets)."""
+"""What every pipeline leaves in its run directory: `results.json` (everything the comparison tables need, no
+secrets) and `predictions.jsonl` (one row per test session), and the console line that ends a run."""
 from __future__ import annotations
 
 import json
@@ -6,6 +7,7 @@ import os
 import platform
 import re
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from mtic.eval.supervision import Supervision
 
 RESULTS_FILE = "results.json"
+PREDICTIONS_FILE = "predictions.jsonl"
 SECRET_KEY = re.compile(r"(api[_-]?key|secret|passw(or)?d|credential|(^|_)(auth_|access_|hf_)?token$)", re.IGNORECASE)
 
 
@@ -188,6 +191,25 @@ def write_results(
     path = run_dir / RESULTS_FILE
     _write_atomically(path, record)
     return path
+
+
+def write_predictions(run_dir: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path:
+    """Write `predictions.jsonl` into `run_dir` (one JSON row per test session: session_id, target, intent and
+    what the method adds) and return its path."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / PREDICTIONS_FILE
+    with path.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path
+
+
+def results_line(cfg: DictConfig, metrics: Mapping[str, float], test_size: int, path: Path) -> str:
+    """The console summary that ends a run: its test metrics and where results.json is."""
+    shown = ", ".join(f"{k.split('/', 1)[1]}={v:.4f}" for k, v in sorted(metrics.items()))
+    return (f"[mtic] {cfg.experiment} market={cfg.market.name} n_test={test_size}: {shown or 'no test metrics'}\n"
+            f"[mtic] results: {path}")
 
 
 def update_results(run_dir: str | Path, extra: dict[str, Any], metrics: dict[str, float] | None = None) -> None:

@@ -62,7 +62,7 @@ def mc_key(cfg: DictConfig, bundle_dir: Path) -> str:
 
 def _mc_config(cfg: DictConfig, out_dir: Path) -> DictConfig:
     """The run's config turned into the single-turn baseline: last-query view, single-turn data and selection."""
-    from mtic.pipelines.train_test import bundle_dir_of
+    from mtic.pipelines.train_eval import bundle_dir_of
 
     mc = copy.deepcopy(cfg)
     with open_dict(mc):
@@ -120,13 +120,13 @@ def ensure_candidate_model(cfg: DictConfig, retrieval: Mapping[str, Any]) -> dic
         return dict(retrieval)
     out_dir = Path(candidates["checkpoint"]).parents[1]
     if not (out_dir / DONE_FILE).is_file():
-        from mtic.pipelines.train_test import run as train_test_run
+        from mtic.pipelines.train_eval import run as train_eval_run
 
         if out_dir.exists():
             shutil.rmtree(out_dir)  # an interrupted training: start over
         log.info("M_c: training the single-turn HTC candidate model -> %s", out_dir)
         print(f"[mtic] M_c: training the single-turn candidate model ({cfg.model.backbone}) -> {out_dir}")
-        train_test_run(_mc_config(cfg, out_dir), fit=True, test=False)
+        train_eval_run(_mc_config(cfg, out_dir), fit=True, test=False)
         if not (out_dir / CHECKPOINT).is_file():
             raise RuntimeError(f"{out_dir}: M_c training wrote no {CHECKPOINT}")
         (out_dir / DONE_FILE).write_text(json.dumps({"settings": mc_settings(cfg)}, default=str), encoding="utf-8")

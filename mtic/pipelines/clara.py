@@ -2,7 +2,7 @@
 
 lara      the LLM labels the test sessions directly -> intent metrics -> results.json, predictions.jsonl
 clara     the LLM pseudo-labels unlabelled sessions with self-consistency (n orderings, agreement rule), the kept
-          sessions are split into pseudo-labelled train / valid parts (`pseudo_valid`), and train_test trains and
+          sessions are split into pseudo-labelled train / valid parts (`pseudo_valid`), and train_eval.run trains and
           selects the classifier on them: no gold multi-turn label is read. With `self_consistency: none` (one
           ordering, no vote) it is LARA-PL (`+experiment=lara_pl`).
 
@@ -42,11 +42,11 @@ from mtic.data.schema import Session
 from mtic.data.sources import bundle_fingerprint
 from mtic.data.taxonomy import Taxonomy
 from mtic.eval.metrics import IntentMetrics
-from mtic.eval.results import update_results, write_results
+from mtic.eval.results import results_line, update_results, write_predictions, write_results
 from mtic.eval.supervision import GOLD_UNLABELED, PSEUDO_LABELS, SINGLE_TURN, Supervision, sessions_source
 from mtic.pipelines.candidate_model import ensure_candidate_model, identity, plan_candidates
-from mtic.pipelines.train_test import PREDICTIONS_FILE, bundle_dir_of
-from mtic.pipelines.train_test import run as train_test_run
+from mtic.pipelines.train_eval import bundle_dir_of
+from mtic.pipelines.train_eval import run as train_eval_run
 
 log = logging.getLogger("mtic")
 NO_SC = "none"
@@ -268,7 +268,7 @@ def split_pseudo_labelled(sessions_file: str | Path, run_dir: Path, share: float
 
 def _pseudo_then_train(cfg: DictConfig, fit: bool, test: bool, pseudo_valid: Mapping[str, Any],
                        **stage: Any) -> dict[str, float]:
-    """Pseudo-labels, then train_test on them; with fit=false and test=false only the pseudo-labels are made."""
+    """Pseudo-labels, then train_eval.run on them; with fit=false and test=false only the pseudo-labels are made."""
     for key in ("train_sessions", "valid_sessions"):
         if cfg.data.get(key, NO_SC) != NO_SC:
             raise ConfigError(f"'data.{key}' is {cfg.data.get(key)!r}: CLARA trains and selects the model on its "
@@ -295,7 +295,7 @@ def _pseudo_then_train(cfg: DictConfig, fit: bool, test: bool, pseudo_valid: Map
         train_cfg.data.train_sessions = PSEUDO_PREFIX + str(train_file)
         pseudo = PSEUDO_PREFIX + str(valid_file)
         train_cfg.data.valid_sessions = [pseudo, SINGLE_TURN_SOURCE] if pseudo_valid.get("single_turn") else pseudo
-    metrics = train_test_run(train_cfg, fit=fit, test=test, supervision=used)
+    metrics = train_eval_run(train_cfg, fit=fit, test=test, supervision=used)
     report["wall_time_s"] = round(time.time() - started, 2)  # pseudo-labelling included
     update_results(run_dir, report, pseudo_label_metrics(summary))
     return metrics
@@ -353,15 +353,12 @@ def lara(cfg: DictConfig, self_consistency: str = NO_SC, sc_orders: int = 1, sc_
     exact = [r["method"] in EXACT_METHODS for r in rows]
     metrics_state.update(predictions, [s.target for s in sessions], exact)
     metrics = metrics_state.compute("test")
-    with (run_dir / PREDICTIONS_FILE).open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    write_predictions(run_dir, rows)
     extra = {"decode": cfg.llm.get("decode"), "view": "retrieval_prompt", "history": None, "llm": llm_summary(cfg),
              "llm_answers": {"answer_statuses": summary["answer_statuses"],
                              "session_statuses": summary["session_statuses"],
                              "llm_stats": labeler.llm_stats(), "answered": sum(r["intent"] is not None for r in rows)},
              "candidates": (retrieval.get("candidates") or {}).get("source", "none")}
     path = write_results(run_dir, cfg, metrics, len(sessions), started, extra=extra, supervision=used)
-    shown = ", ".join(f"{k.split('/', 1)[1]}={v:.4f}" for k, v in sorted(metrics.items()))
-    print(f"[mtic] {cfg.experiment} market={cfg.market.name} n_test={len(sessions)}: {shown}\n[mtic] results: {path}")
+    print(results_line(cfg, metrics, len(sessions), path))
     return metrics

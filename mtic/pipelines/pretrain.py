@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from mtic.eval.results import write_results
-from mtic.pipelines.train_test import build_components, build_trainer, finish_loggers
+from mtic.pipelines.train_eval import build_components, build_trainer, finish_loggers
 
 log = logging.getLogger("mtic")
 MERGED_DIR = "merged"

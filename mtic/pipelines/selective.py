@@ -3,7 +3,7 @@
 1. Train the selector (`pipeline.selector`, see mtic/models/selector.py) on the bundle's labelled sessions,
    or reuse a saved one (`pipeline.selector.path`); it is saved to `<run dir>/selector`.
 2. Point the view at it (`data.view.selector = load_selector(path)`, so the composed config stays the record).
-3. Train and test the configured model with `mtic.pipelines.train_test.run`; the selector's summary joins
+3. Train and test the configured model with `mtic.pipelines.train_eval.run`; the selector's summary joins
    results.json under `selector`.
 """
 from __future__ import annotations
@@ -23,8 +23,8 @@ from mtic.data.datamodule import planned_supervision
 from mtic.eval.results import update_results
 from mtic.eval.supervision import SELECTOR_GOLD, SINGLE_TURN, Supervision
 from mtic.models.selector import SELECTOR_DIR
-from mtic.pipelines.train_test import bundle_dir_of
-from mtic.pipelines.train_test import run as train_test_run
+from mtic.pipelines.train_eval import bundle_dir_of
+from mtic.pipelines.train_eval import run as train_eval_run
 
 log = logging.getLogger("mtic")
 VIEW = "mtic.data.views.SelectedConcatView"
@@ -57,7 +57,7 @@ def selector_supervision(settings: Mapping[str, Any], summary: Mapping[str, Any]
 
 
 def run(cfg: DictConfig, selector: Mapping[str, Any] | None = None, fit: bool = True, test: bool = True) -> dict[str, float]:
-    """Selector first, then train_test with the selector in the view; returns the test metrics.
+    """Selector first, then train_eval.run with the selector in the view; returns the test metrics.
 
     A label-free run (`label_free: true`) must train its selector on single-turn pairs; that is checked before
     the selector trains."""
@@ -73,6 +73,6 @@ def run(cfg: DictConfig, selector: Mapping[str, Any] | None = None, fit: bool = 
     train_cfg = copy.deepcopy(cfg)
     with open_dict(train_cfg):
         train_cfg.data.view.selector = {"_target_": "mtic.models.selector.load_selector", "path": str(path)}
-    metrics = train_test_run(train_cfg, fit=fit, test=test, supervision=selector_supervision(settings, summary))
+    metrics = train_eval_run(train_cfg, fit=fit, test=test, supervision=selector_supervision(settings, summary))
     update_results(cfg.paths.run_dir, {"selector": summary})
     return metrics

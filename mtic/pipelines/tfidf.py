@@ -19,9 +19,9 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from mtic.config_schema import ConfigError
 from mtic.data.views import LastKView, LastQueryView, NaiveConcatView, SelectedConcatView, ViewExample
 from mtic.eval.metrics import IntentMetrics
-from mtic.eval.results import write_results
+from mtic.eval.results import results_line, write_predictions, write_results
 from mtic.eval.supervision import Supervision
-from mtic.pipelines.train_test import PREDICTIONS_FILE, bundle_dir_of
+from mtic.pipelines.train_eval import bundle_dir_of
 
 log = logging.getLogger("mtic")
 TEXT_VIEWS = (LastQueryView, NaiveConcatView, LastKView)   # one text per session
@@ -79,13 +79,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
         state = IntentMetrics(datamodule.taxonomy)
         state.update([r["intent"] for r in labelled], [r["target"] for r in labelled])
         metrics = state.compute("test")
-    _write_predictions(run_dir, rows)
+    write_predictions(run_dir, rows)
     path = write_results(run_dir, cfg, metrics, len(test), started, supervision=used,
                          extra={"train_size": len(train)})
     log.info("results: %s -> %s", json.dumps(metrics), path)
-    shown = ", ".join(f"{k.split('/', 1)[1]}={v:.4f}" for k, v in sorted(metrics.items()))
-    print(f"[mtic] {cfg.experiment} market={cfg.market.name} n_test={len(test)}: {shown or 'no test metrics'}\n"
-          f"[mtic] results: {path}")
+    print(results_line(cfg, metrics, len(test), path))
     return metrics
 
 
@@ -102,8 +100,3 @@ def predict(classifier: Any, examples: list[ViewExample]) -> list[dict[str, Any]
             for e, p, q in zip(examples, intents, probabilities)]
 
 
-def _write_predictions(run_dir: Path, rows: list[dict[str, Any]]) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with (run_dir / PREDICTIONS_FILE).open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -1,4 +1,5 @@
-"""Train a model on a bundle and test it: the pipeline behind symbol tuning, the HTC and the baselines."""
+"""Train a model on a bundle and test it (`pipeline=train_test`): the pipeline behind symbol tuning, the HTC and
+the baselines, and the training stage of the selective, CLARA and M_c pipelines."""
 from __future__ import annotations
 
 import json
@@ -13,12 +14,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from mtic.data.datamodule import planned_supervision
 from mtic.data.sources import resolve_bundle
-from mtic.eval.results import ablation_settings, redact, write_results
+from mtic.eval.results import ablation_settings, redact, results_line, write_predictions, write_results
 from mtic.eval.supervision import Supervision
 from mtic.eval.wandb_records import attach_to_wandb
 
 log = logging.getLogger("mtic")
-PREDICTIONS_FILE = "predictions.jsonl"
 
 
 def bundle_dir_of(cfg: DictConfig) -> Path:
@@ -97,12 +97,12 @@ def run(cfg: DictConfig, fit: bool = True, test: bool = True, checkpoint: str | 
         ckpt = _best_checkpoint(trainer) if fit else _existing(checkpoint)
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-        _write_predictions(run_dir, getattr(model, "test_outputs", []))
+        write_predictions(run_dir, getattr(model, "test_outputs", []))
     test_size = len(datamodule.datasets.get("test", []))
     sizes = {"data_sizes": {split: len(data) for split, data in datamodule.datasets.items()}}  # examples per split
     path = write_results(run_dir, cfg, metrics, test_size, started, extra=sizes, supervision=used)
     log.info("results: %s -> %s", json.dumps(metrics), path)
-    print(_summary(cfg, metrics, test_size, path))
+    print(results_line(cfg, metrics, test_size, path))
     attach_to_wandb(trainer.loggers, path)
     finish_loggers(trainer)
     return metrics
@@ -123,16 +123,6 @@ def _best_checkpoint(trainer: pl.Trainer) -> str | None:
     return best or None
 
 
-def _write_predictions(run_dir: Path, rows: list[dict[str, Any]]) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with (run_dir / PREDICTIONS_FILE).open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def _summary(cfg: DictConfig, metrics: dict[str, float], test_size: int, path: Path) -> str:
-    shown = ", ".join(f"{k.split('/', 1)[1]}={v:.4f}" for k, v in sorted(metrics.items()))
-    return f"[mtic] {cfg.experiment} market={cfg.market.name} n_test={test_size}: {shown or 'no test metrics'}\n[mtic] results: {path}"
 
 
 def finish_loggers(trainer: pl.Trainer) -> None:

@@ -8,7 +8,18 @@ from pathlib import Path
 from typing import Any
 
 from mtic.clara.llm.base import (
-    DECODES, FAILED, GENERATE, GREEDY, MODE_OF_DECODE, MODES, OK, SCORE, LLMBackend, LLMRequest, LLMResponse, Stats,
+    DECODES,
+    FAILED,
+    GENERATE,
+    GREEDY,
+    MODE_OF_DECODE,
+    MODES,
+    OK,
+    SCORE,
+    LLMBackend,
+    LLMRequest,
+    LLMResponse,
+    Stats,
 )
 from mtic.clara.llm.cache import CACHE_FILE, AnswerCache, CachedLLM, cache_key
 
