@@ -13,12 +13,12 @@ ENV_HINT = ("secrets never go on the command line (they would be kept in .hydra/
 
 
 def refuse_renamed_overrides(argv: list[str]) -> None:
-    """Exit 2 with one line when a command-line override sets a renamed key (llm.mode=, model.decoding=): Hydra
-    would otherwise stop on the unknown key without naming the new one."""
-    from mtic.config_schema import renamed_key_message
+    """Exit 2 with one line when a command-line override has an old form (llm.mode=, model.decoding=, +sweep=):
+    Hydra would otherwise stop without naming the new one."""
+    from mtic.config_schema import old_override_message
 
     for arg in argv:
-        why = None if arg.startswith("-") or "=" not in arg else renamed_key_message(arg.partition("=")[0])
+        why = None if arg.startswith("-") or "=" not in arg else old_override_message(arg)
         if why:
             print(f"error: {why}", file=sys.stderr)
             raise SystemExit(2)

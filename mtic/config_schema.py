@@ -23,6 +23,8 @@ RENAMED_KEYS = {
     "model.decoding": f"model.level_decoding ({' | '.join(LEVEL_DECODINGS)})",
 }
 """Keys that were renamed: setting the old one is a one-line error naming the new one."""
+OPTIONAL_GROUPS = ("llm", "prompt", "sweep", "launcher")
+"""Groups listed as null in conf/config.yaml's defaults: chosen with `group=option`, not appended with `+`."""
 
 
 class ConfigError(ValueError):
@@ -97,6 +99,15 @@ def renamed_key_message(key: str) -> str | None:
     """The one-line message for a renamed key (`llm.mode` ...), None for any other key."""
     new = RENAMED_KEYS.get(key.lstrip("+~"))
     return f"'{key.lstrip('+~')}' was renamed: use {new}" if new else None
+
+
+def old_override_message(arg: str) -> str | None:
+    """The one-line message for a command-line override in an old form (a renamed key, `+sweep=...` for an
+    optional group that the root defaults now list), None for any other."""
+    key, _, value = arg.partition("=")
+    if key.startswith("+") and not key.startswith("++") and key[1:] in OPTIONAL_GROUPS:
+        return f"'{key[1:]}' is in the root defaults (null until chosen): use {key[1:]}={value}, without '+'"
+    return renamed_key_message(key)
 
 
 def refuse_renamed_keys(cfg: DictConfig) -> None:

@@ -174,6 +174,21 @@ def test_an_old_key_name_is_a_one_line_error_naming_the_new_one(override: str, n
     assert new in renamed_key_message(override.lstrip("+").partition("=")[0])  # run.py: before Hydra composes
 
 
+@pytest.mark.parametrize("group", ["llm", "prompt", "sweep", "launcher"])
+def test_optional_groups_are_null_in_the_root_defaults_and_chosen_without_plus(group: str) -> None:
+    from hydra.errors import ConfigCompositionException
+
+    from mtic.config_schema import old_override_message
+
+    assert _compose().get(group) is None
+    option = {"llm": "openai", "prompt": "p", "sweep": "markets", "launcher": "joblib"}[group]
+    with pytest.raises(ConfigCompositionException):
+        _compose("+experiment=st_sg", f"+{group}={option}")
+    assert old_override_message(f"+{group}={option}") == (f"'{group}' is in the root defaults (null until chosen): "
+                                                          f"use {group}={option}, without '+'")
+    assert old_override_message(f"{group}={option}") is None
+
+
 def test_level_decoding_reaches_the_htc() -> None:
     from mtic.config_schema import ConfigError, validate_config
 
