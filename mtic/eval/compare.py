@@ -43,10 +43,11 @@ class Table:
         return sorted(self.cells, key=key)
 
     def average(self, row: tuple) -> float | None:
-        """Mean of the row's values weighted by each market's test size (None when the row is empty)."""
+        """Mean of the row's values weighted by each market's test size; None unless the row has every market of
+        the table (an average over fewer markets would not be comparable with the others)."""
         values = self.cells.get(row, {})
         total = sum(n for _, n in values.values())
-        if not values or total == 0:
+        if not values or total == 0 or set(values) != set(self.markets):
             return None
         return sum(v * n for v, n in values.values()) / total
 
