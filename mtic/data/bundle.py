@@ -28,6 +28,8 @@ INTENTS_FILE = "intents.jsonl"
 SINGLE_TURN_FILE = "single_turn.jsonl"
 SESSIONS_DIR = "sessions"
 MAX_LINE_CHARS = 1_000_000
+EVALUATION_SPLITS = ("valid", "test")
+"""Session splits whose last turn must be labelled (the target) and which may not be empty when present."""
 
 
 @dataclass
@@ -55,25 +57,91 @@ class Bundle:
         return [q for q in self.single_turn if split is None or q.split == split]
 
 
+UTF8_BOM = "\ufeff"
+MAX_JSON_DEPTH = 32
+"""Nesting deeper than this is no bundle record (a session is an object > turns list > turn object: depth 3)."""
+
+
+def _require_file(path: Path) -> bool:
+    """True when `path` is a regular file, False when nothing is there; BundleError when something else is."""
+    if path.is_file():
+        return True
+    if path.exists():
+        kind = "a directory" if path.is_dir() else "not a regular file"
+        raise BundleError(path, f"is {kind}; expected a file")
+    return False
+
+
 def _read_text(path: Path) -> str:
+    """The file as text. A UTF-8 byte-order mark at the start of any bundle file (JSONL or YAML) is accepted and
+    dropped; any other invalid UTF-8 or a file that cannot be read is a BundleError."""
     try:
-        return path.read_bytes().decode("utf-8")
+        data = path.read_bytes()
+    except OSError as err:
+        raise BundleError(path, f"cannot be read ({err.strerror or err})") from None
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        line = data[: err.start].count(b"\n") + 1
         raise BundleError(path, f"invalid UTF-8 byte at offset {err.start}", line) from None
+    return text[1:] if text.startswith(UTF8_BOM) else text
+
+
+def _check_values(row: Any, path: Path, line: int | None) -> None:
+    """Reject what JSON can carry but no text may: nesting deeper than MAX_JSON_DEPTH, NUL characters and lone
+    surrogates (`"\\ud800"`, which no tokenizer can encode) in any key or string value. Iterative: no recursion."""
+    stack: list[tuple[Any, int]] = [(row, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise BundleError(path, f"nested deeper than {MAX_JSON_DEPTH} levels", line)
+        if isinstance(node, dict):
+            for key, value in node.items():
+                _check_string(key, path, line)
+                stack.append((value, depth + 1))
+        elif isinstance(node, list):
+            stack.extend((value, depth + 1) for value in node)
+        elif isinstance(node, str):
+            _check_string(node, path, line)
+
+
+def _check_string(value: str, path: Path, line: int | None) -> None:
+    if "\x00" in value:
+        raise BundleError(path, f"NUL character (\\u0000) in the string {value[:40]!r}", line)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        code = ord(value[err.start])
+        raise BundleError(path, f"lone surrogate \\u{code:04x} (not a Unicode character) in the string "
+                                f"{value[:40]!r}", line) from None
+
+
+def _load_json(raw: str, path: Path, line: int) -> Any:
+    if "\x00" in raw:
+        raise BundleError(path, f"NUL byte at column {raw.index(chr(0)) + 1} (a binary file?)", line)
+    try:
+        row = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise BundleError(path, f"malformed JSON ({err.msg} at column {err.colno})", line) from None
+    except RecursionError:
+        raise BundleError(path, f"nested deeper than {MAX_JSON_DEPTH} levels", line) from None
+    except ValueError as err:  # an integer of more digits than Python converts (sys.get_int_max_str_digits())
+        raise BundleError(path, f"number too long ({str(err).split(';')[0]})", line) from None
+    _check_values(row, path, line)
+    return row
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     """Yield (line number, object) for each non-blank line; malformed lines raise BundleError."""
-    for number, raw in enumerate(_read_text(path).splitlines(), start=1):
+    # lines end at "\n" only (as editors and `wc -l` count): str.splitlines would also cut at U+2028, U+0085, ...,
+    # which JSON strings may hold raw, and shift every later line number
+    for number, raw in enumerate(_read_text(path).split("\n"), start=1):
+        raw = raw.removesuffix("\r")
         if not raw.strip():
             continue
         if len(raw) > MAX_LINE_CHARS:
             raise BundleError(path, f"line longer than {MAX_LINE_CHARS} characters", number)
-        try:
-            row = json.loads(raw)
-        except json.JSONDecodeError as err:
-            raise BundleError(path, f"malformed JSON ({err.msg} at column {err.colno})", number) from None
+        row = _load_json(raw, path, number)
         if not isinstance(row, dict):
             raise BundleError(path, f"expected a JSON object, got {type(row).__name__}", number)
         yield number, row
@@ -87,15 +155,31 @@ def _text(value: Any, path: Path, line: int, key: str) -> str:
     return value
 
 
+def _yaml_error_line(err: yaml.YAMLError, path: Path) -> int | None:
+    """1-based line of a PyYAML error: its problem mark, or (a reader error: bad character) its character offset."""
+    mark = getattr(err, "problem_mark", None)
+    if mark is not None:
+        return mark.line + 1
+    position = getattr(err, "position", None)
+    if isinstance(position, int):
+        return _read_text(path)[:position].count("\n") + 1
+    return None
+
+
 def _read_meta(root: Path) -> BundleMeta:
     path = root / BUNDLE_FILE
-    if not path.is_file():
+    if not _require_file(path):
         raise MissingBundleFileError(path, "every bundle needs bundle.yaml (name, market, languages)")
     try:
         raw = yaml.safe_load(_read_text(path)) or {}
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        raise BundleError(path, f"malformed YAML: {err}", mark.line + 1 if mark else None) from None
+        reason = " ".join(str(err).split())  # PyYAML's message spans lines: one line here
+        raise BundleError(path, f"malformed YAML: {reason}", _yaml_error_line(err, path)) from None
+    except RecursionError:
+        raise BundleError(path, "malformed YAML: nested too deeply") from None
+    except ValueError as err:  # an integer of more digits than Python converts
+        raise BundleError(path, f"malformed YAML: number too long ({str(err).split(';')[0]})") from None
+    _check_values(raw, path, None)
     if not isinstance(raw, dict):
         raise BundleError(path, "expected a mapping with name, market, languages")
     for key in ("name", "market", "languages"):
@@ -118,7 +202,7 @@ def _read_meta(root: Path) -> BundleMeta:
 
 def read_intents(path: Path) -> list[Intent]:
     """Read and validate `intents.jsonl`: unique ids, non-empty titles, a consistent tree of paths."""
-    if not path.is_file():
+    if not _require_file(path):
         raise MissingBundleFileError(path, "every bundle needs intents.jsonl")
     intents: list[Intent] = []
     seen: dict[str, int] = {}
@@ -217,21 +301,37 @@ def read_sessions(path: Path, known: set[str], require_target: bool) -> list[Ses
     return sessions
 
 
-def read_bundle(root: str | Path) -> Bundle:
-    """Read and validate a bundle directory; any problem raises BundleError naming the file and line."""
+def require_bundle_dir(root: str | Path, absent: str = "bundle directory does not exist") -> Path:
+    """`root` as a Path when it is a directory; MissingBundleFileError saying what is there otherwise."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise MissingBundleFileError(root, "bundle directory does not exist")
+        if root.exists():
+            raise MissingBundleFileError(root, "is a file, not a bundle directory (a directory holding bundle.yaml, "
+                                               "intents.jsonl, single_turn.jsonl, sessions/)")
+        raise MissingBundleFileError(root, absent)
+    return root
+
+
+def read_bundle(root: str | Path) -> Bundle:
+    """Read and validate a bundle directory; any problem raises BundleError naming the file and line."""
+    root = require_bundle_dir(root)
     meta = _read_meta(root)
     intents = read_intents(root / INTENTS_FILE)
     known = {i.id for i in intents}
     single_path = root / SINGLE_TURN_FILE
-    single = read_single_turn(single_path, known) if single_path.is_file() else []
+    single = read_single_turn(single_path, known) if _require_file(single_path) else []
     sessions = {}
+    sessions_dir = root / SESSIONS_DIR
+    if sessions_dir.exists() and not sessions_dir.is_dir():
+        raise BundleError(sessions_dir, "is a file; expected a directory of <split>.jsonl files")
     for split in SESSION_SPLITS:
-        path = root / SESSIONS_DIR / f"{split}.jsonl"
-        if path.is_file():
-            sessions[split] = read_sessions(path, known, require_target=split in ("valid", "test"))
+        path = sessions_dir / f"{split}.jsonl"
+        if _require_file(path):
+            evaluation = split in EVALUATION_SPLITS
+            sessions[split] = read_sessions(path, known, require_target=evaluation)
+            if evaluation and not sessions[split]:
+                raise BundleError(path, f"no sessions: an empty {split} split would be scored on nothing (remove "
+                                        "the file if the bundle has no such split)", 1)
     return Bundle(meta=meta, intents=intents, single_turn=single, sessions=sessions, root=root)
 
 

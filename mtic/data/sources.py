@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mtic.data.errors import MissingBundleFileError
+from mtic.data.bundle import require_bundle_dir
 
 DEMO_PREFIX = "demo:"
 
@@ -25,10 +25,7 @@ def resolve_bundle(spec: str, cache_dir: str | Path, datasets_dir: str | Path | 
 
     if is_spec(spec):
         return cached_bundle(spec, datasets_dir, cache_dir)
-    path = Path(spec).expanduser()
-    if not path.is_dir():
-        raise MissingBundleFileError(path, "bundle directory not found (set market.bundle or paths.data_dir)")
-    return path
+    return require_bundle_dir(spec, absent="bundle directory not found (set market.bundle or paths.data_dir)")
 
 
 def bundle_fingerprint(bundle_dir: str | Path) -> str:
