@@ -214,3 +214,29 @@ def test_pipeline_export_from_hydra(tiny: tuple[Path, Path, dict], tmp_path: Pat
     card = run(cfg)
     assert (tmp_path / "run" / "export" / "model.onnx").is_file() and card["parity"]["split"] == "valid"
     assert card["parity"]["fp32"]["argmax_agreement"] == 1.0 and card["experiment"] == "baseline_naive"
+
+
+def test_deploy_reads_level_decoding_of_old_checkpoints() -> None:
+    """Export and the predictor read `level_decoding`; checkpoints saved before the rename say `decoding`."""
+    from mtic.models.htc import level_decoding_of
+
+    assert level_decoding_of({"level_decoding": "consistent"}) == "consistent"
+    assert level_decoding_of({"decoding": "consistent"}) == "consistent"
+    assert level_decoding_of({}) == "leaf"
+
+
+def test_parity_sessions_read_the_bundle(tmp_path: Path) -> None:
+    """The valid sessions file, else the single-turn valid queries as one-turn sessions; test as it is."""
+    from mtic.data.bundle import read_bundle
+    from mtic.deploy.export import parity_sessions
+
+    bundle = write_tiny_bundle(tmp_path / "tiny")  # no sessions/valid.jsonl
+    single = [{"text": "track my package", "intent": "track"},
+              {"text": "where is my refund", "intent": "refund", "split": "valid"}]
+    (bundle / "single_turn.jsonl").write_text("".join(json.dumps(r) + "\n" for r in single), encoding="utf-8")
+    sessions, meta = parity_sessions(bundle, "valid")
+    assert [(s.last.text, s.target) for s in sessions] == [("where is my refund", "refund")]
+    assert meta == {"market": "sg", "languages": ["en"]}
+    assert parity_sessions(bundle, "test")[0] == read_bundle(bundle).sessions["test"]
+    (bundle / "sessions" / "valid.jsonl").write_text("".join(json.dumps(r) + "\n" for r in VALID), encoding="utf-8")
+    assert [s.id for s in parity_sessions(bundle, "valid")[0]] == ["v1", "v2", "v3"]

@@ -10,7 +10,16 @@ from mtic.data.bundle import read_bundle
 from mtic.data.chat import ChatEncoder
 from mtic.data.datamodule import LengthGroupedBatchSampler, MTICDataModule
 from mtic.data.encoding import IGNORE_INDEX, ClassificationEncoder
-from mtic.data.views import ChatView, LastQueryView, NaiveConcatView, SelectedConcatView, labelled_prefixes
+from mtic.data.views import (
+    VIEW_NAMES,
+    ChatView,
+    LastKView,
+    LastQueryView,
+    NaiveConcatView,
+    SelectedConcatView,
+    labelled_prefixes,
+    view_target,
+)
 
 
 class WordTokenizer:
@@ -170,3 +179,23 @@ def test_clean_summary() -> None:
     assert clean_summary("The customer is asking about a late parcel.\nmore", "q") == "a late parcel"
     assert clean_summary("", "fallback text") == "fallback text"
     assert clean_summary(None, "q") == "q"
+
+
+def test_view_names_are_defined_once() -> None:
+    """mtic.data.views names every view class; deploy.json kinds and `mtic export --view` use those names."""
+    import importlib
+
+    from mtic.data import views
+    from mtic.deploy.artifact import VIEW_KINDS, ViewSpec
+
+    assert set(VIEW_NAMES.values()) == {"chat", "last_query", "naive_concat", "last_k", "selected_concat",
+                                        "transcript"}
+    assert VIEW_NAMES[LastKView] == "last_k"  # conf/data/view/last_two.yaml is LastKView with k=2
+    for cls in VIEW_NAMES:
+        module, _, attr = view_target(cls).rpartition(".")
+        assert getattr(importlib.import_module(module), attr) is cls and getattr(views, cls.__name__) is cls
+    assert VIEW_KINDS == {"last_query": "mtic.data.views.LastQueryView",  # deploy.json's names: a stable format
+                          "naive_concat": "mtic.data.views.NaiveConcatView",
+                          "selected_concat": "mtic.data.views.SelectedConcatView"}
+    assert ViewSpec.from_target(view_target(SelectedConcatView)).needs_selector
+    assert not ViewSpec("naive_concat").needs_selector

@@ -25,7 +25,7 @@ class ViewExample:
 
 
 class View(Protocol):
-    """Turns sessions into examples; `expand` yields one example per labelled prefix of a training session."""
+    """Turns a session into one example (a training session expands to its `labelled_prefixes` first)."""
 
     def __call__(self, session: Session) -> ViewExample: ...
 
@@ -124,3 +124,19 @@ class TranscriptView:
 
     def __call__(self, session: Session) -> ViewExample:
         return ViewExample(session_id=session.id, target=None, text=self.separator.join(session.queries))
+
+
+VIEW_NAMES: dict[type, str] = {
+    ChatView: "chat",
+    LastQueryView: "last_query",
+    NaiveConcatView: "naive_concat",
+    LastKView: "last_k",  # conf/data/view/last_two.yaml is LastKView with k=2
+    SelectedConcatView: "selected_concat",
+    TranscriptView: "transcript",
+}
+"""The short name of every view class: deploy.json's `view.kind`, `mtic export --view`, the files of conf/data/view."""
+
+
+def view_target(view_class: type) -> str:
+    """The `_target_` a config gives for `view_class` (e.g. mtic.data.views.NaiveConcatView)."""
+    return f"{view_class.__module__}.{view_class.__qualname__}"

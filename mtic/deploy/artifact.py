@@ -22,24 +22,21 @@ from typing import Any
 from mtic.data.bundle import read_intents
 from mtic.data.schema import Intent
 from mtic.data.taxonomy import Taxonomy
-from mtic.data.views import LastQueryView, NaiveConcatView, SelectedConcatView, Selector, View
+from mtic.data.views import VIEW_NAMES, LastQueryView, NaiveConcatView, SelectedConcatView, Selector, View, view_target
 
 FORMAT_VERSION = 1
 DEPLOY_FILE = "deploy.json"
 CARD_FILE = "model_card.json"
 INTENTS_FILE = "intents.jsonl"
 TOKENIZER_DIR = "tokenizer"
-SELECTOR_DIR = "selector"
+SELECTOR_DIR = "selector"  # the export's selector folder (this format), not mtic.models.selector's <run dir>/selector
 MODEL_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 INPUT_NAMES = ("input_ids", "attention_mask")
 PRECISIONS = ("auto", "fp32", "int8")
 
-# view classes of mtic.data.views by the short name stored in deploy.json
-VIEW_KINDS = {
-    "last_query": "mtic.data.views.LastQueryView",
-    "naive_concat": "mtic.data.views.NaiveConcatView",
-    "selected_concat": "mtic.data.views.SelectedConcatView",
-}
+SERVABLE_VIEWS = (LastQueryView, NaiveConcatView, SelectedConcatView)
+# the servable view classes' `_target_` by their short name (mtic.data.views.VIEW_NAMES), stored in deploy.json
+VIEW_KINDS = {VIEW_NAMES[c]: view_target(c) for c in SERVABLE_VIEWS}
 
 
 class ExportError(ValueError):
@@ -66,14 +63,19 @@ class ViewSpec:
                               f"supported: {', '.join(VIEW_KINDS.values())}")
         return cls(by_target[target], " | " if separator is None else separator)
 
+    @property
+    def needs_selector(self) -> bool:
+        """The selected-concat view: a trained selector picks the history query."""
+        return self.kind == VIEW_NAMES[SelectedConcatView]
+
     def build(self, selector: Selector | None = None) -> View:
         """The mtic.data.views object (the same code the model was trained and tested with)."""
-        if self.kind == "last_query":
+        if self.kind == VIEW_NAMES[LastQueryView]:
             return LastQueryView()
-        if self.kind == "naive_concat":
+        if self.kind == VIEW_NAMES[NaiveConcatView]:
             return NaiveConcatView(separator=self.separator)
         if selector is None:
-            raise ExportError("the selected_concat view needs its trained selector (<run dir>/selector)")
+            raise ExportError(f"the {self.kind} view needs its trained selector (<run dir>/selector)")
         return SelectedConcatView(selector=selector, separator=self.separator)
 
 

@@ -34,16 +34,40 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+MAX_PORT = 65535
+
+
+def _serve_settings(args: argparse.Namespace) -> ServiceSettings:
+    """The service settings of the command line; a value out of range is a ConfigError (one line), raised before
+    the model is loaded or a port is bound."""
+    import math
+
+    from mtic.config_schema import ConfigError
+
+    if not 0 <= args.port <= MAX_PORT:
+        raise ConfigError(f"mtic serve: --port must be 0..{MAX_PORT} (0 = any free port), got {args.port}")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"mtic serve: --threads must be >= 1 (omit it for all cores), got {args.threads}")
+    for flag, value in (("--batch-wait-ms", args.batch_wait_ms), ("--header-timeout", args.header_timeout),
+                        ("--body-timeout", args.body_timeout), ("--keep-alive", args.keep_alive)):
+        if not math.isfinite(value):
+            raise ConfigError(f"mtic serve: {flag} must be a finite number of seconds, got {value}")
+    try:
+        return ServiceSettings(
+            max_turns=args.max_turns, max_chars=args.max_chars, max_batch=args.max_batch,
+            max_body_bytes=args.max_body_bytes, top_k=args.top_k, max_top_k=max(args.top_k, args.max_top_k),
+            batching=args.batching, batch_wait_ms=args.batch_wait_ms, batch_max_sessions=args.batch_max_sessions,
+            infer_batch=args.infer_batch, header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout,
+            keep_alive_s=args.keep_alive, docs=args.docs,
+        )
+    except ValueError as err:  # e.g. "service setting max_turns must be >= 1": the flag is --max-turns
+        raise ConfigError(f"mtic serve: {err}") from None
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from mtic.deploy.service import serve
 
-    settings = ServiceSettings(
-        max_turns=args.max_turns, max_chars=args.max_chars, max_batch=args.max_batch,
-        max_body_bytes=args.max_body_bytes, top_k=args.top_k, max_top_k=max(args.top_k, args.max_top_k),
-        batching=args.batching, batch_wait_ms=args.batch_wait_ms, batch_max_sessions=args.batch_max_sessions,
-        infer_batch=args.infer_batch, header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout,
-        keep_alive_s=args.keep_alive, docs=args.docs,
-    )
+    settings = _serve_settings(args)
     serve(args.model, settings, host=args.host, port=args.port, precision=args.precision, threads=args.threads,
           log_level=args.log_level)
     return 0
@@ -51,10 +75,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def add_commands(groups: Any) -> None:
     """Add the `export` and `serve` sub-commands to the `mtic` parser's sub-parsers."""
+    from mtic.deploy.artifact import VIEW_KINDS
     export = groups.add_parser("export", help="HTC checkpoint -> ONNX (+int8) export directory with parity check")
     export.add_argument("checkpoint", help="an HTC .ckpt (its run's saved config gives the view and bundle)")
     export.add_argument("out", help="export directory to write")
-    export.add_argument("--view", choices=["last_query", "naive_concat", "selected_concat"], default=None,
+    export.add_argument("--view", choices=list(VIEW_KINDS), default=None,
                         help="the model's input view (default: from the checkpoint's run config)")
     export.add_argument("--bundle", default=None, help="bundle for the parity check (default: the run's bundle)")
     export.add_argument("--no-int8", dest="int8", action="store_false", help="skip the int8 model")

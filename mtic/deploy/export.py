@@ -41,7 +41,7 @@ from mtic.deploy.artifact import (
     write_json,
 )
 from mtic.deploy.parity import parity_report
-from mtic.deploy.run_context import bundle_path, load_for_serving
+from mtic.deploy.run_context import RunContext, bundle_path, load_for_serving
 
 log = logging.getLogger("mtic")
 DEFAULT_OPSET = 17
@@ -174,10 +174,10 @@ def export_model(
     `sessions` (labelled valid sessions) feed the parity check; without them the intent titles are used.
     `selector` (a trained mtic.models.selector.Selector) is required for, and exported with, selected_concat.
     """
-    from mtic.models.htc import leaf_paths
+    from mtic.models.htc import leaf_paths, level_decoding_of
 
-    if view.kind == "selected_concat" and selector is None:
-        raise ExportError("the selected_concat view needs its trained selector: export from the run directory of "
+    if view.needs_selector and selector is None:
+        raise ExportError(f"the {view.kind} view needs its trained selector: export from the run directory of "
                           "pipeline=selective (it holds <run dir>/selector) or pass selector=load_selector(path)")
     out = Path(out_dir)
     started = time.time()
@@ -201,7 +201,7 @@ def export_model(
     selector_spec = _export_selector(selector, out, int8, per_channel, reduce_range, opset) if selector else None
     hp = model.hparams
     spec = DeploySpec(view=view, max_length=int(hp.max_length), text_prefix=hp.text_prefix or "", pad_token_id=pad,
-                      decoding=hp.decoding, levels=[list(x) for x in taxonomy.levels],
+                      decoding=level_decoding_of(hp), levels=[list(x) for x in taxonomy.levels],
                       leaf_intents=list(model.leaf_intents), leaf_paths=leaf_paths(taxonomy).tolist(),
                       models=models, outputs=outputs, selector=selector_spec)
     write_json(out / DEPLOY_FILE, spec.to_json())
@@ -249,13 +249,16 @@ def export_model(
 
 
 def parity_sessions(bundle_dir: str | Path, split: str = "valid") -> tuple[list[Session], dict[str, Any]]:
-    """The sessions of `split` as the HTC evaluates them (valid falls back to single-turn valid queries), and the
-    bundle's market metadata."""
-    from mtic.data.datamodule import MTICDataModule
+    """The labelled sessions of `split` read from the bundle, and its market metadata. A bundle without a valid
+    sessions file gives its single-turn valid queries as one-turn sessions (what the HTC selects its model on)."""
+    from mtic.data.bundle import read_bundle
 
-    dm = MTICDataModule(bundle_dir, view=None)  # type: ignore[arg-type] - only its evaluation sessions are used
-    meta = {"market": dm.bundle.meta.market, "languages": list(dm.bundle.meta.languages)}
-    return list(dm.evaluation_sessions(split)), meta
+    bundle = read_bundle(bundle_dir)
+    if split == "valid" and split not in bundle.sessions:
+        sessions = [q.as_session(f"valid-{k}") for k, q in enumerate(bundle.single_turn) if q.split == "valid"]
+    else:
+        sessions = bundle.require_sessions(split)
+    return sessions, {"market": bundle.meta.market, "languages": list(bundle.meta.languages)}
 
 
 def export_checkpoint(
@@ -264,10 +267,14 @@ def export_checkpoint(
     view: ViewSpec | str | None = None,
     bundle: str | None = None,
     cache_dir: str | None = None,
+    context: RunContext | None = None,
+    selector: str | Path | None = None,
     **options: Any,
 ) -> dict[str, Any]:
-    """Export an HTC checkpoint; the view and bundle default to those of the checkpoint's run config."""
-    context, spec, model, selector = load_for_serving(checkpoint, view, cache_dir)
+    """Export an HTC checkpoint (`mtic export` and `pipeline=export`). The run context (view, bundle, market)
+    defaults to the checkpoint's saved run config; `view`, `bundle` and `selector` (a selector directory, for
+    selected_concat) override it. `options` go to `export_model`."""
+    context, spec, model, trained = load_for_serving(checkpoint, view, cache_dir, context, selector)
     meta: dict[str, Any] = {"market": context.market, "languages": context.languages, "experiment": context.experiment}
     sessions = None
     bundle = bundle or context.bundle
@@ -277,7 +284,7 @@ def export_checkpoint(
         meta.update({k: v for k, v in bundle_meta.items() if not meta.get(k)})
     else:
         log.warning("export: no bundle known for %s; parity is checked on the intent titles", checkpoint)
-    return export_model(model, out_dir, spec, sessions, selector, source_checkpoint=checkpoint, meta=meta, **options)
+    return export_model(model, out_dir, spec, sessions, trained, source_checkpoint=checkpoint, meta=meta, **options)
 
 
 def parity_summary(card: dict[str, Any]) -> str:

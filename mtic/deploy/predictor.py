@@ -121,13 +121,13 @@ class IntentClassifier:
                         top_k: int = 5, cache_dir: str | None = None) -> IntentClassifier:
         from mtic.deploy.run_context import load_for_serving
         from mtic.deploy.runtime import TorchClassifier
-        from mtic.models.htc import leaf_paths
+        from mtic.models.htc import leaf_paths, level_decoding_of
 
         context, spec, model, selector = load_for_serving(checkpoint, view, cache_dir)
         card = {"source_checkpoint": str(checkpoint), "backbone": model.hparams.backbone, "market": context.market,
                 "intents": len(model.taxonomy), "view": asdict(spec), "precision": TorchClassifier.precision}
         return cls(TorchClassifier(model, threads), spec.build(selector), model.taxonomy, model.leaf_intents,
-                   leaf_paths(model.taxonomy).tolist(), model.hparams.decoding, card, top_k)
+                   leaf_paths(model.taxonomy).tolist(), level_decoding_of(model.hparams), card, top_k)
 
     # -- prediction ---------------------------------------------------------------------------------
     def texts(self, sessions: Sequence[Sequence[str]]) -> list[str]:

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mtic.deploy.artifact import ExportError, ViewSpec
+from mtic.deploy.artifact import VIEW_KINDS, ExportError, ViewSpec
 
 HYDRA_CONFIG = Path(".hydra") / "config.yaml"
-SELECTOR_DIR = "selector"
 
 
 @dataclass
@@ -76,19 +75,24 @@ def checkpoint_context(checkpoint: str | Path) -> RunContext:
 
 
 def selector_dir(context: RunContext) -> Path:
+    from mtic.models.selector import SELECTOR_DIR  # torch: only when a selector is needed
+
     path = context.run_dir / SELECTOR_DIR if context.run_dir else None
     if path is None or not path.is_dir():
-        raise ExportError("the selected_concat view needs the run's trained selector (<run dir>/selector), not found "
-                          "next to this checkpoint; export a single-turn or naive-concat model, or keep the run "
-                          "directory intact")
+        raise ExportError(f"the selected_concat view needs the run's trained selector (<run dir>/{SELECTOR_DIR}), not "
+                          "found next to this checkpoint; export a single-turn or naive-concat model, or keep the run "
+                          "directory intact (pipeline=export: pipeline.selector=<its directory>)")
     return path
 
 
-def selector_for(context: RunContext) -> Any:
-    """The run's trained selector (PyTorch), for the selected_concat view."""
+def selector_for(context: RunContext, path: str | Path | None = None) -> Any:
+    """The run's trained selector (PyTorch), for the selected_concat view: from `path` or <run dir>/selector."""
     from mtic.models.selector import load_selector
 
-    return load_selector(selector_dir(context))
+    try:
+        return load_selector(path or selector_dir(context))
+    except FileNotFoundError as err:
+        raise ExportError(str(err)) from None
 
 
 def bundle_path(bundle: str, cache_dir: str | None = None, datasets_dir: str | None = None) -> Path:
@@ -99,19 +103,20 @@ def bundle_path(bundle: str, cache_dir: str | None = None, datasets_dir: str | N
     return resolve_bundle(bundle, cache_dir or str(cache_root()), datasets_dir)
 
 
-def load_for_serving(checkpoint: str | Path, view: str | ViewSpec | None = None,
-                     cache_dir: str | None = None) -> tuple[RunContext, ViewSpec, Any, Any]:
-    """(run context, view, HTC model, selector or None) of a checkpoint; the view defaults to its run config's."""
+def load_for_serving(checkpoint: str | Path, view: str | ViewSpec | None = None, cache_dir: str | None = None,
+                     context: RunContext | None = None, selector: str | Path | None = None,
+                     ) -> tuple[RunContext, ViewSpec, Any, Any]:
+    """(run context, view, HTC model, selector or None) of a checkpoint. The context defaults to the checkpoint's
+    run config, the view to the context's, the selector (selected_concat) to <run dir>/selector."""
     from mtic.models.checkpoint_io import read_checkpoint
     from mtic.models.htc import HTC
 
     state = read_checkpoint(checkpoint)  # a missing, empty or corrupt file is named first: `<file>: <reason>`
-    context = checkpoint_context(checkpoint)
+    context = context or checkpoint_context(checkpoint)
     spec = ViewSpec(view) if isinstance(view, str) else (view or context.view)
     if spec is None:
         raise ExportError(f"{checkpoint}: no run config (<run dir>/.hydra/config.yaml) tells the view this model "
-                          f"was trained with; pass --view (mtic export) or view= (Python): last_query | naive_concat | "
-                          f"selected_concat")
+                          f"was trained with; pass --view (mtic export) or view= (Python): {' | '.join(VIEW_KINDS)}")
     model = HTC.from_state(state, checkpoint, cache_dir=cache_dir)
-    selector = selector_for(context) if spec.kind == "selected_concat" else None
-    return context, spec, model, selector
+    trained_selector = selector_for(context, selector) if spec.needs_selector else None
+    return context, spec, model, trained_selector

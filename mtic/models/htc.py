@@ -17,7 +17,7 @@ barely move in the few epochs a CPU run affords. Linear warm-up then linear deca
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,12 @@ from mtic.models.label_attention import LabelAttention
 LEAF, CONSISTENT = "leaf", "consistent"
 LEVEL_DECODINGS = (LEAF, CONSISTENT)  # how the per-level probabilities become one intent (`model.level_decoding`)
 INTENTS_KEY = "mtic_intents"  # the taxonomy, as plain JSON rows, inside every checkpoint
+
+
+def level_decoding_of(hparams: Mapping[str, Any]) -> str:
+    """The level decoding of an HTC's hyper-parameters: `level_decoding`, or `decoding` in checkpoints saved
+    before the rename (leaf when neither is there)."""
+    return str(hparams.get("level_decoding") or hparams.get("decoding") or LEAF)
 
 
 def default_text_prefix(backbone: str, cache_dir: str | None = None) -> str:
@@ -119,7 +125,6 @@ class HTC(pl.LightningModule):
             text_prefix = default_text_prefix(backbone, cache_dir)
         self.save_hyperparameters(ignore=["taxonomy"])
         self.hparams.text_prefix = text_prefix
-        self.hparams.decoding = level_decoding  # the old name, read by mtic/deploy until it reads level_decoding
         self.taxonomy = taxonomy
         self.encoder, self.tokenizer = load_encoder(backbone, cache_dir)  # the tokenizer is never pickled
         self.encoder.train()  # the registry hands out eval-mode models; Lightning keeps module modes as found
@@ -301,7 +306,8 @@ class HTC(pl.LightningModule):
             intents = [Intent(r["id"], r["title"], tuple(r["path"]), r.get("title_en"), r.get("label"))
                        for r in checkpoint[INTENTS_KEY]]
             hparams = dict(checkpoint["hyper_parameters"])
-            hparams.setdefault("level_decoding", hparams.pop("decoding", LEAF))  # checkpoints before the rename
+            hparams["level_decoding"] = level_decoding_of(hparams)  # checkpoints before the rename say `decoding`
+            hparams.pop("decoding", None)
         except (KeyError, TypeError, ValueError) as err:
             raise ArtifactError(path, f"damaged HTC checkpoint: bad taxonomy or hyper-parameters "
                                       f"({type(err).__name__}: {one_line(err)})") from None

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mtic.config_schema import ConfigError
 from mtic.data.datamodule import planned_supervision
+from mtic.data.views import VIEW_NAMES, SelectedConcatView, view_target
 from mtic.eval.results import update_results
 from mtic.eval.supervision import SELECTOR_GOLD, SINGLE_TURN, Supervision
 from mtic.models.selector import SELECTOR_DIR
@@ -27,7 +28,7 @@ from mtic.pipelines.train_eval import bundle_dir_of
 from mtic.pipelines.train_eval import run as train_eval_run
 
 log = logging.getLogger("mtic")
-VIEW = "mtic.data.views.SelectedConcatView"
+VIEW = view_target(SelectedConcatView)
 
 
 def prepare_selector(cfg: DictConfig, settings: Mapping[str, Any]) -> tuple[Path, dict[str, Any]]:
@@ -62,7 +63,8 @@ def run(cfg: DictConfig, selector: Mapping[str, Any] | None = None, fit: bool = 
     A label-free run (`label_free: true`) must train its selector on single-turn pairs; that is checked before
     the selector trains."""
     if cfg.data.get("view", {}).get("_target_") != VIEW:
-        raise ConfigError(f"pipeline=selective needs data=selected_concat (view {VIEW}), got {cfg.data.view._target_}")
+        raise ConfigError(f"pipeline=selective needs data={VIEW_NAMES[SelectedConcatView]} (view {VIEW}), "
+                          f"got {cfg.data.view._target_}")
     pl.seed_everything(cfg.seed, workers=True)
     settings = OmegaConf.to_container(selector, resolve=True) if isinstance(selector, DictConfig) else dict(selector or {})
     data = cfg.data
