@@ -20,6 +20,7 @@ from mtic.labels import (
     TargetKind,
     compress_labels,
     load_compression,
+    output_matcher,
     parse_summary_answer,
     save_compression,
     symbolic_labels,
@@ -375,4 +376,4 @@ def test_matcher_rejects_ambiguous_labels() -> None:
     with pytest.raises(ValueError, match="a and b share"):
         OutputMatcher({"a": "Cancel Order", "b": "cancel order "})
     labels = LabelSet(kb_taxonomy(with_labels=True), "compressed")
-    assert labels.matcher().match("Refund Status").intent_id == "payment.refund.status"
+    assert output_matcher(labels.as_dict()).match("Refund Status").intent_id == "payment.refund.status"

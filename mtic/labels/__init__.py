@@ -13,7 +13,7 @@ from mtic.labels.compress import (
     save_compression,
     word_count,
 )
-from mtic.labels.matching import MATCH_METHODS, MatchResult, OutputMatcher, unmatched_rate
+from mtic.labels.matching import MATCH_METHODS, MatchResult, OutputMatcher, output_matcher, unmatched_rate
 from mtic.labels.targets import (
     SYMBOL_STYLES,
     TARGET_KINDS,
@@ -44,6 +44,7 @@ __all__ = [
     "extractive_candidates",
     "load_compression",
     "normalize_text",
+    "output_matcher",
     "parse_summary_answer",
     "save_compression",
     "symbolic_labels",

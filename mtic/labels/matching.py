@@ -174,9 +174,11 @@ class OutputMatcher:
 
 def output_matcher(labels: Mapping[str, str], embedder: Embed | None = None, embedding: bool = False,
                    **options: object) -> OutputMatcher:
-    """`pipeline.matcher`'s `_target_`: an `OutputMatcher` over `labels` ({intent id: label text}); with `embedding`,
-    answers no earlier stage matched fall back to the nearest label by `embedder` (the retrieval embedder).
-    `options`: gestalt_backend, gestalt_threshold, embedding_threshold."""
+    """The one factory of answer matchers: an `OutputMatcher` over `labels` ({intent id: label text}, e.g.
+    `LabelSet.as_dict()`); with `embedding`, answers no earlier stage matched fall back to the nearest label by
+    `embedder`. `options`: gestalt_backend, gestalt_threshold, embedding_threshold. It is `pipeline.matcher`'s
+    `_target_` (CLARA / LARA: the retrieval embedder) and builds the symbol-tuned LM's matcher (`model.matcher`,
+    `model.match_embedder`)."""
     return OutputMatcher(labels, embed=embedder if embedding else None, **options)  # type: ignore[arg-type]
 
 

@@ -19,7 +19,6 @@ from typing import Any
 from mtic.data.schema import Intent
 from mtic.data.taxonomy import Taxonomy
 from mtic.labels.compress import HashedEmbedder, compress_labels, load_compression, word_count
-from mtic.labels.matching import OutputMatcher
 from mtic.labels.text import SUMMARY_TEMPLATE, normalize_text, output_key
 from mtic.labels.text import parse_summary_answer as _parse_summary_answer
 
@@ -224,12 +223,8 @@ class LabelSet:
         return list(self._labels)
 
     def as_dict(self) -> dict[str, str]:
-        """{intent id: label} in taxonomy order (the input of `OutputMatcher`)."""
+        """{intent id: label} in taxonomy order (the input of `mtic.labels.matching.output_matcher`)."""
         return dict(self._labels)
-
-    def matcher(self, embed: Any = None, **kwargs: Any) -> OutputMatcher:
-        """An `OutputMatcher` over these labels (kwargs: gestalt_backend, gestalt_threshold, ...)."""
-        return OutputMatcher(self.as_dict(), embed=embed, **kwargs)
 
     def summary_answer(self, summary: str, intent_id: str) -> str:
         """The summary target's answer: "You are asking about {summary}. So, the intent title is {label}"."""

@@ -10,7 +10,7 @@ import torch
 from mtic.data.chat import ChatEncoder, ChatFormat
 from mtic.data.taxonomy import Taxonomy
 from mtic.eval.metrics import IntentMetrics
-from mtic.labels.matching import OutputMatcher
+from mtic.labels.matching import output_matcher
 from mtic.labels.targets import LabelSet, TargetKind
 from mtic.models.backbones import load_sentence_embedder
 from mtic.models.causal_lm import LoraCausalLM
@@ -79,7 +79,7 @@ class SymbolTuningLM(LoraCausalLM):
         label_texts = {intent_id: labels.label_of(intent_id) for intent_id in taxonomy.ids}
         if embed is None and match_embedder:  # the last matching stage: embedding similarity
             embed = load_sentence_embedder(match_embedder, cache_dir=cache_dir)
-        self.matcher = OutputMatcher(label_texts, embed=embed, **(matcher or {}))
+        self.matcher = output_matcher(label_texts, embedder=embed, embedding=embed is not None, **(matcher or {}))
         self.label_intents = list(label_texts)
         self.label_answers = [self.encoder.answer_ids(label_texts[i]) for i in self.label_intents]
         self.metrics = IntentMetrics(taxonomy)
