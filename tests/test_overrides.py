@@ -197,3 +197,20 @@ def test_level_decoding_reaches_the_htc() -> None:
     assert cfg.model.level_decoding == "consistent"
     with pytest.raises(ConfigError, match="model.level_decoding"):
         validate_config(_compose("+experiment=baseline_single", "model.level_decoding=beam"))
+
+
+@pytest.mark.parametrize(("data", "view"), [("last_query", "LastQueryView"), ("naive_concat", "NaiveConcatView"),
+                                            ("last_two", "LastKView"), ("selected_concat", "SelectedConcatView"),
+                                            ("chat", "ChatView"), ("transcript", "TranscriptView")])
+def test_data_is_the_base_plus_a_view_choice(data: str, view: str) -> None:
+    """data=X is data/_base + data/view=X (+ X's budgets); data/view= swaps only the view."""
+    cfg = _compose("+experiment=baseline_naive", f"data={data}")
+    assert cfg.data._target_ == "mtic.data.datamodule.MTICDataModule"
+    assert cfg.data.view._target_ == f"mtic.data.views.{view}"
+    if data == "chat":
+        assert (cfg.data.view.history_labels, cfg.data.eval_view.history_labels) == ("gold", "none")
+    if data == "last_two":
+        assert cfg.data.view.k == 2
+    swapped = _compose("+experiment=baseline_naive", f"data={data}", "data/view=last_query")
+    assert swapped.data.view == {"_target_": "mtic.data.views.LastQueryView"}
+    assert {k: v for k, v in swapped.data.items() if k != "view"} == {k: v for k, v in cfg.data.items() if k != "view"}

@@ -182,8 +182,11 @@ def test_clean_summary() -> None:
 
 
 def test_view_names_are_defined_once() -> None:
-    """mtic.data.views names every view class; deploy.json kinds and `mtic export --view` use those names."""
+    """mtic.data.views names every view class; deploy.json kinds, `mtic export --view` and the files of
+    conf/data/view use those names and `_target_`s."""
     import importlib
+
+    import yaml
 
     from mtic.data import views
     from mtic.deploy.artifact import VIEW_KINDS, ViewSpec
@@ -199,3 +202,11 @@ def test_view_names_are_defined_once() -> None:
                           "selected_concat": "mtic.data.views.SelectedConcatView"}
     assert ViewSpec.from_target(view_target(SelectedConcatView)).needs_selector
     assert not ViewSpec("naive_concat").needs_selector
+    by_target = {view_target(c): c for c in VIEW_NAMES}
+    files = sorted((Path(__file__).resolve().parents[1] / "conf" / "data" / "view").glob("*.yaml"))
+    assert {p.stem for p in files} == {"chat", "last_query", "naive_concat", "last_two", "selected_concat",
+                                       "transcript"}
+    for path in files:
+        node = yaml.safe_load(path.read_text(encoding="utf-8"))
+        cls = by_target[node["_target_"]]
+        assert path.stem == VIEW_NAMES[cls] or (cls is LastKView and node["k"] == 2 and path.stem == "last_two")
