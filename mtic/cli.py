@@ -19,9 +19,23 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from mtic.data.demo.build import write_demo_bundle
+    from mtic.data.bundle import BUNDLE_FILE
+    from mtic.data.demo.build import MARKETS, write_demo_bundle
+    from mtic.data.errors import BundleError
 
-    path = write_demo_bundle(args.market, Path(args.out), seed=args.seed)
+    if args.market not in MARKETS:
+        raise BundleError(args.market, f"no demo bundle for this market; known: {' '.join(MARKETS)}")
+    out = Path(args.out).expanduser()
+    if out.is_file():
+        raise BundleError(out, "is a file; give a new directory for the bundle")
+    overwrite = out.is_dir() and not any(out.iterdir())  # an empty directory: nothing to lose
+    if out.is_dir() and not overwrite:
+        if not args.overwrite:
+            raise BundleError(out, "already exists; pass --overwrite to replace the bundle in it")
+        if not (out / BUNDLE_FILE).is_file():
+            raise BundleError(out, f"exists and holds no bundle ({BUNDLE_FILE}): --overwrite only replaces a bundle")
+        overwrite = True
+    path = write_demo_bundle(args.market, out, overwrite=overwrite, seed=args.seed)
     print(f"wrote the {args.market} demo bundle to {path}")
     return 0
 
@@ -119,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("market", help="br id my ph sg th tw vn")
     demo.add_argument("--out", required=True, help="output bundle directory")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--overwrite", action="store_true", help="replace an existing bundle in --out")
     demo.set_defaults(func=_cmd_demo)
 
     prepare = data.add_parser("prepare", help="convert a public benchmark (original layout) into a bundle")

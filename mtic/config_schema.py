@@ -37,6 +37,9 @@ class Rule:
     choices: Sequence[Any] | None = None
     kind: type | tuple[type, ...] | None = None
     required: bool = True
+    minimum: float | None = None
+    """A number: the smallest allowed value (`positive` excludes it); a bool is no number."""
+    positive: bool = False
 
 
 RULES: tuple[Rule, ...] = (
@@ -57,6 +60,16 @@ RULES: tuple[Rule, ...] = (
     Rule("llm.decode", choices=LLM_DECODES, required=False),
     Rule("summary_llm.decode", choices=LLM_DECODES, required=False),
     Rule("pipeline._target_", kind=str),
+    # numbers, checked before any data or model is loaded (issue 22): a typo is one line, not a late traceback
+    Rule("trainer.max_epochs", kind=int, required=False, minimum=-1),
+    Rule("trainer.max_steps", kind=int, required=False, minimum=-1),
+    Rule("trainer.accumulate_grad_batches", kind=int, required=False, minimum=1),
+    Rule("trainer.gradient_clip_val", kind=(int, float), required=False, minimum=0),
+    Rule("data.batch_size", kind=int, required=False, minimum=1),
+    Rule("data.eval_batch_size", kind=int, required=False, minimum=1),
+    Rule("model.lr", kind=(int, float), required=False, minimum=0, positive=True),
+    Rule("model.head_lr", kind=(int, float), required=False, minimum=0, positive=True),
+    Rule("model.max_length", kind=int, required=False, minimum=1),
 )
 
 _MISSING = object()
@@ -130,8 +143,13 @@ def validate_config(cfg: DictConfig, rules: Sequence[Rule] = RULES) -> None:
             continue
         if rule.choices is not None and value not in rule.choices:
             problems.append(f"'{rule.key}' is {value!r}; allowed values: {', '.join(map(str, rule.choices))}")
-        if rule.kind is not None and not isinstance(value, rule.kind):
+        numeric = rule.minimum is not None
+        if rule.kind is not None and (not isinstance(value, rule.kind) or (numeric and isinstance(value, bool))):
             names = rule.kind.__name__ if isinstance(rule.kind, type) else "/".join(k.__name__ for k in rule.kind)
             problems.append(f"'{rule.key}' must be of type {names}, got {type(value).__name__} ({value!r})")
+        elif numeric and not (value > rule.minimum if rule.positive else value >= rule.minimum):
+            problems.append(f"'{rule.key}' must be {'>' if rule.positive else '>='} {rule.minimum:g}, got {value!r}")
+    if len(problems) == 1:
+        raise ConfigError(f"invalid config: {problems[0]}")  # one problem, one line
     if problems:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))

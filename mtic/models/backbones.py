@@ -74,9 +74,43 @@ def is_complete(path: Path, name: str | None = None) -> bool:
     return name is None or info.get("version") == BUILD_VERSIONS.get(name)
 
 
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+"""A Hugging Face hub id: `org/name` (what a user with a hub means by a name that is no registry name)."""
+
+
+def _in_hub_cache(name: str) -> bool:
+    """True when the local hub cache holds `name` (a legacy id without an org, e.g. `gpt2`, used before)."""
+    hub = os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME") or os.path.join(Path.home(), ".cache", "huggingface"), "hub")
+    return (Path(hub) / f"models--{name.replace('/', '--')}").is_dir()
+
+
+def check_model_name(name: str) -> None:
+    """ConfigError (one line, before any network call) for a name that is no registry name (`KNOWN_MODELS`), no
+    existing local path and no hub id `org/name`: a typo such as `E5-small` fails at once, with the known names,
+    instead of after the hub client's retries. Hub ids keep working for users with a hub."""
+    if name in KNOWN_MODELS or Path(name).expanduser().exists() or _in_hub_cache(name):
+        return
+    looks_like_path = name.startswith(("/", "./", "../", "~")) or (os.sep in name and not HUB_ID.fullmatch(name))
+    if HUB_ID.fullmatch(name) and not looks_like_path:
+        return
+    from difflib import get_close_matches
+
+    from mtic.config_schema import ConfigError
+
+    if looks_like_path:
+        raise ConfigError(f"model '{name}': no such local directory")
+    close = get_close_matches(name.lower(), list(KNOWN_MODELS), n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    raise ConfigError(f"unknown model '{name}': {hint}known names: {', '.join(KNOWN_MODELS)}; or a local model "
+                      "directory, or a Hugging Face hub id org/name")
+
+
 def resolve_model(name: str, cache_dir: str | Path | None = None) -> str:
-    """A local HF folder for a short name in `KNOWN_MODELS` (built once); any other name, unchanged."""
+    """A local HF folder for a short name in `KNOWN_MODELS` (built once); a local path or a hub id, unchanged;
+    anything else is a ConfigError (`check_model_name`)."""
     if name not in KNOWN_MODELS:
+        check_model_name(name)
         return name
     return str(_ensure_built(name, cache_root(cache_dir) / "models"))
 
