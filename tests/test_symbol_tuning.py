@@ -105,6 +105,30 @@ def test_decoding_paths_report_every_session(tiny_bundle: Path, tmp_path: Path, 
         assert (single["intent"], single["method"]) == (match.intent_id, match.method)
 
 
+def test_test_sessions_are_tokenised_once(tiny_bundle: Path, tmp_path: Path) -> None:
+    """The test split is the sessions' turns (build_test_encoder): only the rollout tokenises, outputs unchanged."""
+    dm, model = _setup(tiny_bundle, decode="greedy", history="rollout", max_new_tokens=4)
+    calls = []
+    tokenizer = model.encoder.tokenizer
+
+    class Counting:
+        def __getattr__(self, name: str):
+            return getattr(tokenizer, name)
+
+        def __call__(self, *args, **kwargs):
+            calls.append(args[0])
+            return tokenizer(*args, **kwargs)
+
+    model.encoder.tokenizer = Counting()
+    _trainer(tmp_path, 1).test(model, datamodule=dm)  # the training encoder: transcripts tokenised, then prompts
+    twice, before = len(calls), model.test_outputs
+    calls.clear()
+    dm.set_encoder(model.build_test_encoder(), model.pad_token_id)
+    _trainer(tmp_path, 1).test(model, datamodule=dm)
+    assert set(dm.datasets["test"][0]) == {"session_id", "target", "turns"}
+    assert model.test_outputs == before and 0 < len(calls) < twice
+
+
 def test_score_decoding_matches_brute_force(tiny_bundle: Path) -> None:
     from mtic.models.label_scoring import score_continuations
 
@@ -186,6 +210,7 @@ def test_run_py_writes_results(tmp_path: Path) -> None:
     record = json.loads(results[0].read_text())
     assert record["experiment"] == "st_sg" and record["market"] == "sg" and record["test_size"] == 6
     assert record["target"] == "compressed" and record["backbone"] == "tiny-llama"
+    assert record["data_sizes"]["test"] == 6 and record["data_sizes"]["train"] > 0
     assert {"test/acc", "test/unmatched", "test/acc_level1"} <= set(record["metrics"])
     rows = _predictions(results[0].parent)
     assert len(rows) == 6 and all(r["target"] is not None for r in rows)

@@ -107,3 +107,9 @@ class ChatEncoder:
         turns = list(zip(queries[:-1], history_answers)) + [(queries[-1], None)]
         ids = [i for seg, _ in self.segments(turns) for i in seg]
         return ids[-self.max_length :]
+
+
+def rollout_row(example: ViewExample) -> dict[str, Any]:
+    """A test row of the symbol-tuned LM: the session's turns, not tokenised. The rollout tokenises its own prompts
+    turn by turn (with its own history answers), so a test transcript is tokenised once, there."""
+    return {"session_id": example.session_id, "target": example.target, "turns": example.turns}

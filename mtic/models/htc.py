@@ -155,6 +155,10 @@ class HTC(pl.LightningModule):
         """Text -> ids + per-level class ids (left truncation keeps the last query)."""
         return ClassificationEncoder(self.tokenizer, self.taxonomy, self.hparams.max_length, self.hparams.text_prefix)
 
+    def build_test_encoder(self) -> ClassificationEncoder:
+        """Test sessions are encoded as training ones (the classifier reads their ids)."""
+        return self.build_encoder()
+
     # -- model ------------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
         """Per-level logits [(batch, num_classes[l])], root level first."""

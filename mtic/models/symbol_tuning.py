@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from mtic.data.chat import ChatEncoder, ChatFormat
+from mtic.data.chat import ChatEncoder, ChatFormat, rollout_row
 from mtic.data.taxonomy import Taxonomy
 from mtic.eval.metrics import IntentMetrics
 from mtic.labels.matching import output_matcher
@@ -87,6 +87,11 @@ class SymbolTuningLM(LoraCausalLM):
     def build_encoder(self) -> ChatEncoder:
         """The encoder the datamodule uses to turn chat examples into ids + loss mask."""
         return self.encoder
+
+    def build_test_encoder(self) -> Callable[[Any], dict[str, Any]]:
+        """What the datamodule makes of a test session: its turns only (`test_step` rolls them out and tokenises
+        each prompt itself; the training encoder's transcript would never be read)."""
+        return rollout_row
 
     # -- inference -----------------------------------------------------------------------------------
     def rollout(self) -> SessionRollout:

@@ -93,13 +93,16 @@ def run(cfg: DictConfig, fit: bool = True, test: bool = True, checkpoint: str | 
     if fit:
         trainer.fit(model, datamodule=datamodule)
     metrics: dict[str, float] = {}
+    data_sizes = {split: len(data) for split, data in datamodule.datasets.items()}  # examples per split
     if test:
         ckpt = _best_checkpoint(trainer) if fit else _existing(checkpoint)
+        datamodule.set_encoder(model.build_test_encoder(), model.pad_token_id)  # ST: turns only, no ids
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
         write_predictions(run_dir, getattr(model, "test_outputs", []))
-    test_size = len(datamodule.datasets.get("test", []))
-    sizes = {"data_sizes": {split: len(data) for split, data in datamodule.datasets.items()}}  # examples per split
+        data_sizes["test"] = len(datamodule.datasets["test"])
+    test_size = data_sizes.get("test", 0)
+    sizes = {"data_sizes": data_sizes}
     path = write_results(run_dir, cfg, metrics, test_size, started, extra=sizes, supervision=used)
     log.info("results: %s -> %s", json.dumps(metrics), path)
     print(results_line(cfg, metrics, test_size, path))
