@@ -1,7 +1,9 @@
 """Validation of the composed Hydra config: wrong values and missing keys get one clear message.
 
 The allowed values are owned by the code that uses them (symbol tuning's decoders, the chat encoder, the HTC,
-the CLARA LLM backends, the label targets) and imported from there; this module owns no vocabulary."""
+the CLARA LLM backends, the label targets) and imported from there (the models' lists from their torch-free
+`*_constants` modules, so that importing this module, and so every `mtic` command, stays fast); this module owns
+no vocabulary."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -13,9 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 from mtic.clara.llm.base import DECODES as LLM_DECODES
 from mtic.data.chat import LOSS_ON
 from mtic.labels.targets import TARGET_KINDS
-from mtic.models.backbones import BACKBONE_KINDS
-from mtic.models.htc import LEVEL_DECODINGS
-from mtic.models.rollout import DECODES, HISTORIES
+from mtic.models.backbone_constants import BACKBONE_KINDS
+from mtic.models.htc_constants import LEVEL_DECODINGS
+from mtic.models.rollout_constants import DECODES, HISTORIES
 
 RENAMED_KEYS = {
     "llm.mode": f"llm.decode ({' | '.join(LLM_DECODES)})",

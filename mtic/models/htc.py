@@ -34,10 +34,9 @@ from mtic.eval.metrics import IntentMetrics
 from mtic.models.backbones import load_encoder
 from mtic.models.coding_tree import taxonomy_coding_tree
 from mtic.models.hitin import HiTINHead
+from mtic.models.htc_constants import CONSISTENT, LEAF, LEVEL_DECODINGS
 from mtic.models.label_attention import LabelAttention
 
-LEAF, CONSISTENT = "leaf", "consistent"
-LEVEL_DECODINGS = (LEAF, CONSISTENT)  # how the per-level probabilities become one intent (`model.level_decoding`)
 INTENTS_KEY = "mtic_intents"  # the taxonomy, as plain JSON rows, inside every checkpoint
 
 

@@ -24,13 +24,18 @@ import torch
 from mtic.data.chat import ChatEncoder
 from mtic.models.kv_cache import select_rows
 from mtic.models.label_scoring import score_tree
+from mtic.models.rollout_constants import (  # noqa: F401  (the value lists live there, torch-free; the owner's names)
+    DECODES,
+    GOLD,
+    GREEDY,
+    HISTORIES,
+    NO_HISTORY,
+    ROLLOUT,
+    SCORE,
+)
 from mtic.models.session_cache import SessionCache
 
 Session = Sequence[tuple[str, "str | None"]]
-GREEDY, SCORE = "greedy", "score"
-DECODES = (GREEDY, SCORE)           # how an answer is read off the cache (`model.decode`)
-ROLLOUT, GOLD, NO_HISTORY = "rollout", "gold", "none"
-HISTORIES = (ROLLOUT, GOLD, NO_HISTORY)  # what answers the history turns (`model.history`)
 
 
 @dataclass
