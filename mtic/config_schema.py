@@ -62,6 +62,7 @@ RULES: tuple[Rule, ...] = (
     Rule("llm.decode", choices=LLM_DECODES, required=False),
     Rule("summary_llm.decode", choices=LLM_DECODES, required=False),
     Rule("pipeline._target_", kind=str),
+    Rule("pipeline.resume", kind=str, required=False),  # auto | never | a checkpoint file (train_eval.resume_point)
     # numbers, checked before any data or model is loaded (issue 22): a typo is one line, not a late traceback
     Rule("trainer.max_epochs", kind=int, required=False, minimum=-1),
     Rule("trainer.max_steps", kind=int, required=False, minimum=-1),

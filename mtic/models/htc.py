@@ -271,7 +271,7 @@ class HTC(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the taxonomy as plain JSON rows: a checkpoint alone rebuilds the model (no pickled objects)."""
         checkpoint[INTENTS_KEY] = [intent.to_json() for intent in self.taxonomy.intents]
-        if not self.hparams.checkpoint_optimizer:  # weights only: 1/3 of the size (nothing here resumes a fit)
+        if not self.hparams.checkpoint_optimizer:  # weights only: 1/3 of the size; pipeline.resume starts afresh
             checkpoint.pop("optimizer_states", None)
             checkpoint.pop("lr_schedulers", None)
         frozen = self._frozen_names()  # e.g. frozen word embeddings: the registry's weights, not saved again

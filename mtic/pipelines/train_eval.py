@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from mtic.data.sources import resolve_bundle
 from mtic.eval.results import ablation_settings, redact, results_line, write_predictions, write_results
 from mtic.eval.supervision import Supervision
 from mtic.eval.wandb_records import attach_to_wandb
+from mtic.models.checkpoint_io import ArtifactError, existing_file, read_checkpoint
 
 log = logging.getLogger("mtic")
 
@@ -68,13 +70,14 @@ def _make_logger(node: DictConfig, cfg: DictConfig) -> Any:
 
 
 def run(cfg: DictConfig, fit: bool = True, test: bool = True, checkpoint: str | None = None,
-        supervision: Supervision | None = None) -> dict[str, float]:
+        supervision: Supervision | None = None, resume: str | None = "auto") -> dict[str, float]:
     """Fit, test, write `results.json` and `predictions.jsonl` in the run directory; returns the metrics.
 
     With fit=false, `checkpoint` (a Lightning checkpoint) is tested instead of the freshly built model.
     `supervision`: label sources read by earlier stages of the calling pipeline (selector, candidate model);
     the datamodule's own sources are added, and a `label_free` run reading gold multi-turn labels stops here,
     before any training.
+    `resume` (`pipeline.resume`): where a fit starts, see `resume_point`.
     """
     started = time.time()
     pl.seed_everything(cfg.seed, workers=True)
@@ -84,6 +87,8 @@ def run(cfg: DictConfig, fit: bool = True, test: bool = True, checkpoint: str | 
     planned = planned_supervision(data.get("train_single_turn", True), data.get("train_sessions", "train"),
                                   data.get("valid_sessions", "valid"))
     (supervision or Supervision()).merged(planned).enforce(label_free, where=where)  # before any model loads
+    if fit:
+        _given_checkpoint(resume)  # pipeline.resume=<file>: a missing file is one line before data and model load
     datamodule, model = build_components(cfg)
     used = (supervision or Supervision()).merged(datamodule.supervision())
     if not fit and checkpoint is not None:
@@ -91,7 +96,8 @@ def run(cfg: DictConfig, fit: bool = True, test: bool = True, checkpoint: str | 
     used.enforce(label_free, where=where)
     trainer = build_trainer(cfg)
     if fit:
-        trainer.fit(model, datamodule=datamodule)
+        start = resume_point(trainer, run_dir, resume)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=start, weights_only=True)
     metrics: dict[str, float] = {}
     data_sizes = {split: len(data) for split, data in datamodule.datasets.items()}  # examples per split
     if test:
@@ -125,6 +131,105 @@ def _best_checkpoint(trainer: pl.Trainer) -> str | None:
     best = getattr(callback, "best_model_path", "") if callback else ""
     return best or None
 
+
+RESUME_CHOICES = ("auto", "never")
+"""`pipeline.resume`: one of these, or the path of a checkpoint to resume from."""
+LAST = "last.ckpt"
+
+
+def resume_point(trainer: pl.Trainer, run_dir: Path, resume: str | None) -> str | None:
+    """The checkpoint a fit resumes from (None: a fresh fit), said in one line either way it matters.
+
+    `auto`: the run's `checkpoints/last.ckpt` when there is one that holds the optimizer state. A weights-only
+    one (HTC's default `model.checkpoint_optimizer=false`, CLARA's `save_weights_only`) or an unreadable one
+    (killed while written) cannot restore the optimizer, scheduler and early stopping: the fit starts fresh and
+    says why (resuming the weights with a new optimizer and warm-up would be another run under the same name).
+    `never`: always fresh. A path: that checkpoint, which must hold the optimizer state.
+
+    A fresh fit first moves the directory's old `*.ckpt` into `stale-<time>/` (else Lightning would write
+    `best-v1.ckpt` beside the killed run's `best.ckpt`); a resumed fit keeps only its checkpoint and the best it
+    recorded, so `best.ckpt` stays the best of the whole run."""
+    choice = "never" if resume is None else str(resume)
+    folder = _checkpoint_dir(trainer, run_dir)
+    path: Path | None = None
+    if choice == "auto":
+        path = folder / LAST if (folder / LAST).is_file() else None
+    elif choice != "never":
+        path = _given_checkpoint(choice)
+    state = _resumable_state(path, explicit=choice not in RESUME_CHOICES) if path is not None else None
+    if state is None:
+        _move_stale(folder, keep=set())
+        return None
+    kept = {path.resolve()} | {Path(p).resolve() for p in _recorded_best(state)}
+    _move_stale(folder, keep=kept)
+    epoch, step = int(state.get("epoch", -1)) + 1, int(state.get("global_step", 0))
+    _say(f"resuming from {path} (saved after epoch {epoch}, step {step}): weights, optimizer, scheduler and "
+         "early-stopping state restored", logging.INFO)
+    return str(path)
+
+
+def _given_checkpoint(resume: str | None) -> Path | None:
+    """The file `pipeline.resume` names (None for auto / never); an ArtifactError when there is none."""
+    if resume is None or str(resume) in RESUME_CHOICES:
+        return None
+    path = Path(str(resume)).expanduser()
+    try:
+        return existing_file(path)
+    except ArtifactError as err:
+        raise ArtifactError(err.path, f"pipeline.resume: {err.reason}") from None
+
+
+def _checkpoint_dir(trainer: pl.Trainer, run_dir: Path) -> Path:
+    callback = trainer.checkpoint_callback
+    dirpath = getattr(callback, "dirpath", None) if callback else None
+    return Path(dirpath) if dirpath else run_dir / "checkpoints"
+
+
+def _resumable_state(path: Path, explicit: bool) -> dict[str, Any] | None:
+    """The checkpoint's contents when a fit can resume from it. `pipeline.resume=<path>` that cannot is an
+    error; `auto` says why it starts fresh and returns None."""
+    try:
+        state = read_checkpoint(path)
+        setting = ("model.checkpoint_optimizer=false" if "callbacks" in state
+                   else "callbacks.checkpoint.save_weights_only=true")
+        why = None if "optimizer_states" in state else (
+            f"holds weights only ({setting}), so the optimizer state cannot be restored")
+    except ArtifactError as err:
+        if explicit:
+            raise ArtifactError(err.path, f"pipeline.resume: {err.reason}") from None
+        state, why = {}, f"is unreadable ({err.reason})"
+    if why is None:
+        return state
+    if explicit:
+        raise ArtifactError(path, f"pipeline.resume: cannot resume a fit from this checkpoint: it {why}")
+    _say(f"not resuming: {path} {why}; training starts fresh (model.checkpoint_optimizer=true makes HTC runs "
+         "resumable)")
+    return None
+
+
+def _recorded_best(state: Mapping[str, Any]) -> list[str]:
+    """The best checkpoints the ModelCheckpoint callbacks of a checkpoint recorded."""
+    callbacks = state.get("callbacks") or {}
+    return [str(s["best_model_path"]) for name, s in callbacks.items()
+            if str(name).startswith("ModelCheckpoint") and isinstance(s, Mapping) and s.get("best_model_path")]
+
+
+def _move_stale(folder: Path, keep: set[Path]) -> None:
+    """Move the folder's checkpoints other than `keep` into `stale-<time>/`, saying so."""
+    stale = sorted(p for p in folder.glob("*.ckpt") if p.is_file() and p.resolve() not in keep)
+    if not stale:
+        return
+    target = folder / time.strftime("stale-%Y%m%d-%H%M%S")
+    target.mkdir(parents=True, exist_ok=True)
+    for old in stale:
+        old.replace(target / old.name)
+    names = ", ".join(p.name for p in stale)
+    _say(f"moved {len(stale)} old checkpoint(s) ({names}) to {target}: the new best.ckpt stands alone")
+
+
+def _say(message: str, level: int = logging.WARNING) -> None:
+    """One line on the console and in run.log (Hydra's job logging)."""
+    log.log(level, message)
 
 
 
