@@ -193,7 +193,8 @@ def _resumable_state(path: Path, explicit: bool) -> dict[str, Any] | None:
         setting = ("model.checkpoint_optimizer=false" if "callbacks" in state
                    else "callbacks.checkpoint.save_weights_only=true")
         why = None if "optimizer_states" in state else (
-            f"holds weights only ({setting}), so the optimizer state cannot be restored")
+            f"holds weights only ({setting}), so the optimizer state cannot be restored; model.checkpoint_optimizer="
+            "true and callbacks.checkpoint.save_weights_only=false make runs resumable")
     except ArtifactError as err:
         if explicit:
             raise ArtifactError(err.path, f"pipeline.resume: {err.reason}") from None
@@ -202,8 +203,7 @@ def _resumable_state(path: Path, explicit: bool) -> dict[str, Any] | None:
         return state
     if explicit:
         raise ArtifactError(path, f"pipeline.resume: cannot resume a fit from this checkpoint: it {why}")
-    _say(f"not resuming: {path} {why}; training starts fresh (model.checkpoint_optimizer=true makes HTC runs "
-         "resumable)")
+    _say(f"not resuming: {path} {why}; training starts fresh")
     return None
 
 
