@@ -27,7 +27,7 @@ from mtic.data.bundle import read_bundle
 from mtic.data.sources import resolve_bundle
 from mtic.data.taxonomy import Taxonomy
 from mtic.labels.targets import LabelSet
-from mtic.models.backbones import cache_root, load_sentence_embedder
+from mtic.hub.registry import cache_root, load_sentence_embedder
 
 ROOT = Path(__file__).resolve().parents[1]
 

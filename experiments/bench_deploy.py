@@ -308,7 +308,7 @@ def _encoder_config(card: dict[str, Any]) -> Any:
     """The encoder's HF config (sizes for the FLOP count) without loading the model."""
     from transformers import AutoConfig
 
-    from mtic.models.backbones import resolve_model
+    from mtic.hub.registry import resolve_model
 
     return AutoConfig.from_pretrained(resolve_model(card["backbone"]), trust_remote_code=False)
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mtic.data.datamodule import MTICDataModule
 from mtic.data.sources import resolve_bundle
 from mtic.data.views import LastQueryView, NaiveConcatView
-from mtic.models.backbones import cache_root
+from mtic.hub.registry import cache_root
 from mtic.models.htc import HTC
 
 VARIANTS = {

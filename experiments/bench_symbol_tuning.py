@@ -32,7 +32,7 @@ from mtic.data.encoding import IGNORE_INDEX, PadCollator
 from mtic.data.sources import resolve_bundle
 from mtic.data.views import ChatView
 from mtic.labels.targets import LabelSet
-from mtic.models.backbones import cache_root
+from mtic.hub.registry import cache_root
 from mtic.models.label_scoring import left_pad, score_prompts
 from mtic.models.symbol_tuning import SymbolTuningLM
 

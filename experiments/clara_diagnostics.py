@@ -36,7 +36,7 @@ def diagnose(run_dir: Path) -> dict[str, Any]:
     from mtic.data.craft import read_unlabeled_gold
     from mtic.data.sources import resolve_bundle
     from mtic.data.taxonomy import Taxonomy
-    from mtic.models.backbones import load_sentence_embedder
+    from mtic.hub.registry import load_sentence_embedder
     from mtic.pipelines.candidate_model import plan_candidates
 
     record = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))

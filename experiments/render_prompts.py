@@ -30,7 +30,7 @@ from mtic.clara.self_consistency import order_names, orderings
 from mtic.data.bundle import read_bundle
 from mtic.data.schema import Session
 from mtic.data.taxonomy import Taxonomy
-from mtic.models.backbones import load_sentence_embedder
+from mtic.hub.registry import load_sentence_embedder
 from mtic.pipelines.clara import build_labeler, voting
 from mtic.pipelines.train_eval import bundle_dir_of
 

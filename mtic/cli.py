@@ -75,7 +75,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     from mtic.data.bundle import read_bundle
     from mtic.data.taxonomy import Taxonomy
     from mtic.labels.compress import compress_labels, save_compression
-    from mtic.models.backbones import load_sentence_embedder
+    from mtic.hub.registry import load_sentence_embedder
 
     taxonomy = Taxonomy.from_intents(read_bundle(args.bundle).intents)
     embedder = load_sentence_embedder(args.embedder)
@@ -94,7 +94,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     if args.tokenizer and tokenizer is None:
         from transformers import AutoTokenizer
 
-        from mtic.models.backbones import resolve_model
+        from mtic.hub.registry import resolve_model
 
         tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.tokenizer))
     if tokenizer is not None:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 # Environment variables through which mtic (and run.py subprocesses, which inherit them) choose where to write:
-# MTIC_CACHE is read by mtic.models.backbones.cache_root and by conf/paths/default.yaml's paths.cache_dir (converted
+# MTIC_CACHE is read by mtic.hub.registry.cache_root and by conf/paths/default.yaml's paths.cache_dir (converted
 # models, built bundles, LLM answer cache, CLARA artefacts); MTIC_OUTPUT by paths.output_dir (Hydra run directories).
 ISOLATED_ENV = {"MTIC_CACHE": "cache", "MTIC_OUTPUT": "outputs"}
 

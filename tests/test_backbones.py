@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from mtic.models import backbones
-from mtic.models.backbones import (
+from mtic.hub import registry
+from mtic.hub.registry import (
     KNOWN_MODELS,
     MARKER,
     cache_root,
@@ -51,7 +51,7 @@ def model_cache() -> Path:
 # --------------------------------------------------------------------------- names and the cache
 def test_known_models() -> None:
     assert {"smollm2-135m", "gemma3-270m", "minilm-l6", "e5-small", "tiny-llama", "tiny-bert"} <= set(KNOWN_MODELS)
-    assert set(backbones.BUILDERS) == set(KNOWN_MODELS)
+    assert set(registry.BUILDERS) == set(KNOWN_MODELS)
 
 
 @pytest.mark.parametrize("name", ["meta-llama/Llama-2-7b-hf", "SeaLLMs/SeaLLM-7B-chat", "lmsys/vicuna-7b-v1.5"])
@@ -87,20 +87,20 @@ def _fake_builder(calls: list[Path], fail: bool = False):
 
 def test_build_once_and_reuse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[Path] = []
-    monkeypatch.setitem(backbones.BUILDERS, "tiny-bert", _fake_builder(calls))
+    monkeypatch.setitem(registry.BUILDERS, "tiny-bert", _fake_builder(calls))
     path = Path(resolve_model("tiny-bert", tmp_path))
     assert path == tmp_path / "models" / "tiny-bert" and is_complete(path, "tiny-bert")
     assert json.loads((path / MARKER).read_text())["source"] == "fake"
     assert resolve_model("tiny-bert", tmp_path) == str(path)
     assert len(calls) == 1
-    monkeypatch.setitem(backbones.BUILD_VERSIONS, "tiny-bert", 99)  # a new converter version rebuilds
+    monkeypatch.setitem(registry.BUILD_VERSIONS, "tiny-bert", 99)  # a new converter version rebuilds
     assert resolve_model("tiny-bert", tmp_path) == str(path) and len(calls) == 2
     assert [p.name for p in (tmp_path / "models").iterdir() if p.is_dir()] == ["tiny-bert"]
 
 
 def test_failed_build_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[Path] = []
-    monkeypatch.setitem(backbones.BUILDERS, "tiny-bert", _fake_builder(calls, fail=True))
+    monkeypatch.setitem(registry.BUILDERS, "tiny-bert", _fake_builder(calls, fail=True))
     with pytest.raises(RuntimeError, match="boom"):
         resolve_model("tiny-bert", tmp_path)
     assert not calls[0].exists()
@@ -113,7 +113,7 @@ def test_half_written_folder_is_never_reused(tmp_path: Path, monkeypatch: pytest
     (models / "tiny-bert" / "config.json").write_text("{half")  # no completion marker
     (models / ".tmp-tiny-bert-crashed").mkdir()  # leftover of a killed build
     calls: list[Path] = []
-    monkeypatch.setitem(backbones.BUILDERS, "tiny-bert", _fake_builder(calls))
+    monkeypatch.setitem(registry.BUILDERS, "tiny-bert", _fake_builder(calls))
     path = Path(resolve_model("tiny-bert", tmp_path))
     assert len(calls) == 1 and is_complete(path) and (path / "config.json").read_text() == "{}"
     assert sorted(p.name for p in models.iterdir() if p.is_dir()) == ["tiny-bert"]
@@ -122,16 +122,16 @@ def test_half_written_folder_is_never_reused(tmp_path: Path, monkeypatch: pytest
 RACE_SCRIPT = """
 import json, os, sys, time
 from pathlib import Path
-from mtic.models import backbones
+from mtic.hub import registry
 def slow(out):
     with open(sys.argv[2], "a") as log:
         log.write(f"{os.getpid()}\\n")
     (out / "config.json").write_text("{}")
     time.sleep(float(sys.argv[3]))
     return {}
-backbones.BUILDERS["tiny-bert"] = slow
+registry.BUILDERS["tiny-bert"] = slow
 print("START", flush=True)
-print(backbones.resolve_model("tiny-bert", sys.argv[1]), flush=True)
+print(registry.resolve_model("tiny-bert", sys.argv[1]), flush=True)
 """
 
 
@@ -165,7 +165,7 @@ def test_killed_build_is_cleaned_and_redone(tmp_path: Path, monkeypatch: pytest.
     models = tmp_path / "models"
     assert not (models / "tiny-bert").exists() and list(models.glob(".tmp-tiny-bert-*"))
     calls: list[Path] = []
-    monkeypatch.setitem(backbones.BUILDERS, "tiny-bert", _fake_builder(calls))
+    monkeypatch.setitem(registry.BUILDERS, "tiny-bert", _fake_builder(calls))
     assert is_complete(Path(resolve_model("tiny-bert", tmp_path)))
     assert not list(models.glob(".tmp-tiny-bert-*"))
 
@@ -253,7 +253,7 @@ def test_kv_cache_argument_matches_the_installed_transformers() -> None:
     """The cache goes in under the name the model's forward takes, and a cached step equals a full pass."""
     import torch
 
-    from mtic.models.backbones import load_causal_lm
+    from mtic.hub.registry import load_causal_lm
     from mtic.models.kv_cache import cache_of, with_cache
 
     model, _ = load_causal_lm("tiny-llama")

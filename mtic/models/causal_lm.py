@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from mtic.data.encoding import IGNORE_INDEX
-from mtic.models.backbones import load_causal_lm
+from mtic.hub.registry import load_causal_lm
 from mtic.models.lora import save_merged, wrap_lora
 
 

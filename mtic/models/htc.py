@@ -31,7 +31,7 @@ from mtic.data.schema import Intent
 from mtic.data.taxonomy import Taxonomy
 from mtic.data.views import ViewExample
 from mtic.eval.metrics import IntentMetrics
-from mtic.models.backbones import load_encoder
+from mtic.hub.registry import load_encoder
 from mtic.models.coding_tree import taxonomy_coding_tree
 from mtic.models.hitin import HiTINHead
 from mtic.models.htc_constants import CONSISTENT, LEAF, LEVEL_DECODINGS
@@ -48,7 +48,7 @@ def level_decoding_of(hparams: Mapping[str, Any]) -> str:
 
 def default_text_prefix(backbone: str, cache_dir: str | None = None) -> str:
     """"query: " for e5 encoders (their documented input prefix), "" otherwise."""
-    from mtic.models.backbones import _prefixes, resolve_model
+    from mtic.hub.registry import _prefixes, resolve_model
 
     return _prefixes(backbone, resolve_model(backbone, cache_dir)).get("query", "")
 

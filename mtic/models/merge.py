@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mtic.models.backbones import load_causal_lm
+from mtic.hub.registry import load_causal_lm
 from mtic.models.checkpoint_io import ArtifactError, read_checkpoint
 from mtic.models.htc import INTENTS_KEY
 from mtic.models.lora import save_merged, wrap_lora

@@ -34,7 +34,7 @@ from torch import nn
 
 from mtic.data.bundle import Bundle, read_bundle
 from mtic.data.schema import Session, SingleTurnQuery
-from mtic.models.backbones import load_encoder
+from mtic.hub.registry import load_encoder
 
 log = logging.getLogger("mtic")
 SELECTOR_DIR = "selector"  # where a run keeps its trained selector (<run dir>/selector), read by export and serving

@@ -123,7 +123,7 @@ def build_labeler(cfg: DictConfig, bundle: Bundle, taxonomy: Taxonomy, retrieval
     (`llm`, behind the answer cache). The sentence embedder named by `retrieval.embedder` is loaded once for the
     retriever and the matcher. `llm` / `embedder` replace the configured ones (experiments/render_prompts.py
     renders without an LLM)."""
-    from mtic.models.backbones import load_sentence_embedder
+    from mtic.hub.registry import load_sentence_embedder
 
     labels = instantiate(dict(labels or group_node(cfg, "labels")), taxonomy=taxonomy)
     retrieval = ensure_candidate_model(cfg, retrieval)

@@ -64,7 +64,7 @@ def build_llm(backend: str, decode: str | None = None, cache: bool = True, cache
         raise ValueError(f"llm.backend must be one of {BACKENDS}, got {backend!r}")
     if not cache:
         return llm
-    from mtic.models.backbones import cache_root
+    from mtic.hub.registry import cache_root
 
     path = Path(cache_file).expanduser() if cache_file else cache_root(cache_dir) / CACHE_SUBDIR / CACHE_FILE
     return CachedLLM(llm, AnswerCache(path))

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from mtic.clara.llm.base import GENERATE, GREEDY, MODES, SCORE, LLMRequest, LLMResponse, Stats
-from mtic.models.backbones import load_causal_lm
+from mtic.hub.registry import load_causal_lm
 from mtic.models.label_scoring import left_pad, score_prompts
 
 log = logging.getLogger("mtic")

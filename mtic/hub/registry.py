@@ -24,7 +24,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from mtic.models.backbone_constants import BACKBONE_KINDS  # noqa: F401  (torch-free there; the registry's name)
+from mtic.hub.constants import BACKBONE_KINDS  # noqa: F401  (torch-free there; the registry's name)
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +267,7 @@ def _build_minilm(out: Path) -> dict[str, Any]:
 
 
 def _build_e5(out: Path) -> dict[str, Any]:
-    from mtic.models.e5_convert import convert_e5
+    from mtic.hub.e5_convert import convert_e5
 
     convert_e5(out)
     _write_sentence_transformers_files(out, 384, E5_PREFIXES)
