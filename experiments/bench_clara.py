@@ -26,8 +26,8 @@ from mtic.clara.retrieval import DemoIndex, Retriever
 from mtic.data.bundle import read_bundle
 from mtic.data.sources import resolve_bundle
 from mtic.data.taxonomy import Taxonomy
-from mtic.labels.targets import LabelSet
 from mtic.hub.registry import cache_root, load_sentence_embedder
+from mtic.labels.targets import LabelSet
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,10 +22,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtic.data.datamodule import MTICDataModule
 from mtic.data.sources import resolve_bundle
-from mtic.data.views import LastQueryView, NaiveConcatView
 from mtic.hub.registry import cache_root
+from mtic.inputs.datamodule import MTICDataModule
+from mtic.inputs.views import LastQueryView, NaiveConcatView
 from mtic.models.htc import HTC
 
 VARIANTS = {

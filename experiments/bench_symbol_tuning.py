@@ -27,12 +27,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtic.data.datamodule import MTICDataModule
-from mtic.data.encoding import IGNORE_INDEX, PadCollator
 from mtic.data.sources import resolve_bundle
-from mtic.data.views import ChatView
-from mtic.labels.targets import LabelSet
 from mtic.hub.registry import cache_root
+from mtic.inputs.datamodule import MTICDataModule
+from mtic.inputs.encoding import IGNORE_INDEX, PadCollator
+from mtic.inputs.views import ChatView
+from mtic.labels.targets import LabelSet
 from mtic.models.label_scoring import left_pad, score_prompts
 from mtic.models.symbol_tuning import SymbolTuningLM
 

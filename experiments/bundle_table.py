@@ -20,9 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import yaml
 
-from mtic.data.demo.build import DEFAULT_SIZES, MARKETS, available_markets, build_demo
 from mtic.data.sources import resolve_bundle
 from mtic.data.stats import LEAK_COLUMNS, bundle_dir_stats, bundle_stats, stats_table
+from mtic.dataset_factories.demo.build import DEFAULT_SIZES, MARKETS, available_markets, build_demo
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = Path(__file__).resolve().parent / "reports" / "demo_bundles.md"
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     present = available_markets()
     missing = [code for code in MARKETS if code not in present]
     if not present:
-        print("no demo market files yet (mtic/data/demo/markets/<code>.json)", file=sys.stderr)
+        print("no demo market files yet (mtic/dataset_factories/demo/markets/<code>.json)", file=sys.stderr)
         return 1
     rows = [bundle_stats(*build_demo(code, args.seed)) for code in present]
     sizes = ", ".join(f"{key[2:]} {value}" for key, value in DEFAULT_SIZES.items())

@@ -32,8 +32,7 @@ def _share(num: int, den: int) -> str:
 
 def diagnose(run_dir: Path) -> dict[str, Any]:
     from mtic.clara.retrieval import build_retriever
-    from mtic.data.bundle import read_bundle
-    from mtic.data.craft import read_unlabeled_gold
+    from mtic.data.bundle import read_bundle, read_unlabeled_gold
     from mtic.data.sources import resolve_bundle
     from mtic.data.taxonomy import Taxonomy
     from mtic.hub.registry import load_sentence_embedder

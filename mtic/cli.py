@@ -20,8 +20,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from mtic.data.bundle import BUNDLE_FILE
-    from mtic.data.demo.build import MARKETS, write_demo_bundle
     from mtic.data.errors import BundleError
+    from mtic.dataset_factories.demo.build import MARKETS, write_demo_bundle
 
     if args.market not in MARKETS:
         raise BundleError(args.market, f"no demo bundle for this market; known: {' '.join(MARKETS)}")
@@ -42,8 +42,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from mtic.data.errors import BundleError
-    from mtic.data.prepare import option_value, prepare
     from mtic.data.stats import bundle_dir_stats, stats_table
+    from mtic.dataset_factories.prepare import option_value, prepare
 
     options = {}
     for item in args.set or []:
@@ -74,8 +74,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
 
     from mtic.data.bundle import read_bundle
     from mtic.data.taxonomy import Taxonomy
-    from mtic.labels.compress import compress_labels, save_compression
     from mtic.hub.registry import load_sentence_embedder
+    from mtic.labels.compress import compress_labels, save_compression
 
     taxonomy = Taxonomy.from_intents(read_bundle(args.bundle).intents)
     embedder = load_sentence_embedder(args.embedder)

@@ -13,9 +13,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from mtic.clara.llm.base import DECODES as LLM_DECODES
-from mtic.data.chat import LOSS_ON
-from mtic.labels.targets import TARGET_KINDS
 from mtic.hub.constants import BACKBONE_KINDS
+from mtic.inputs.chat import LOSS_ON
+from mtic.labels.targets import TARGET_KINDS
 from mtic.models.htc_constants import LEVEL_DECODINGS
 from mtic.models.rollout_constants import DECODES, HISTORIES
 

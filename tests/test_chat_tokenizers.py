@@ -5,9 +5,9 @@ import importlib.util
 
 import pytest
 
-from mtic.data.chat import ChatEncoder
-from mtic.data.encoding import IGNORE_INDEX
-from mtic.data.views import ViewExample
+from mtic.inputs.chat import ChatEncoder
+from mtic.inputs.encoding import IGNORE_INDEX
+from mtic.inputs.views import ViewExample
 
 LABELS = {"cancel": "Cancel Order", "refund": "Refund Status"}
 EXAMPLE = ViewExample("s1", "refund", turns=(("cancel my order", "cancel"), ("and the money?", "refund")))

@@ -79,8 +79,8 @@ def test_single_turn_htc_checkpoint_proposes_candidates(tiny_bundle, tmp_path):
     import pytorch_lightning as pl
 
     from mtic.clara.candidates import htc_candidates
-    from mtic.data.datamodule import MTICDataModule
-    from mtic.data.views import LastQueryView
+    from mtic.inputs.datamodule import MTICDataModule
+    from mtic.inputs.views import LastQueryView
     from mtic.models.htc import HTC
 
     dm = MTICDataModule(tiny_bundle, view=LastQueryView(), batch_size=8, train_sessions="none")

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mtic.data.craft import (
+from mtic.data.schema import Session, Turn, normalise_text
+from mtic.dataset_factories.craft import (
     DEFAULT_EVAL_FOLLOWUP_SHARE,
     MIN_EVAL_FOLLOWUP_SHARE,
     TransitionModel,
@@ -15,12 +16,10 @@ from mtic.data.craft import (
     craft_splits,
     estimate_transitions,
     followup_share,
-    normalise_text,
     split_followups,
 )
-from mtic.data.schema import Session, Turn
 
-KB = Path(__file__).resolve().parents[1] / "mtic" / "data" / "demo" / "knowledge_base.json"
+KB = Path(__file__).resolve().parents[1] / "mtic" / "dataset_factories" / "demo" / "knowledge_base.json"
 TOLERANCE = 0.03
 
 

@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from mtic.data.bundle import read_bundle
-from mtic.data.craft import MIN_EVAL_FOLLOWUP_SHARE, normalise_text, read_unlabeled_gold
-from mtic.data.demo.build import (
+from mtic.data.bundle import read_bundle, read_unlabeled_gold
+from mtic.data.schema import normalise_text
+from mtic.data.stats import bundle_stats, stats_table
+from mtic.data.taxonomy import Taxonomy
+from mtic.dataset_factories.craft import MIN_EVAL_FOLLOWUP_SHARE
+from mtic.dataset_factories.demo.build import (
     DEFAULT_SIZES,
     MARKETS,
     available_markets,
@@ -21,8 +24,6 @@ from mtic.data.demo.build import (
     market_path,
     write_demo_bundle,
 )
-from mtic.data.stats import bundle_stats, stats_table
-from mtic.data.taxonomy import Taxonomy
 
 MIN_INTENTS = 40
 LEVELS = 3

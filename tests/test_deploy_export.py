@@ -12,12 +12,12 @@ import pytorch_lightning as pl
 import yaml
 from conftest import write_tiny_bundle
 
-from mtic.data.datamodule import MTICDataModule
-from mtic.data.views import NaiveConcatView
 from mtic.deploy.artifact import ExportError, ViewSpec, read_artifact
 from mtic.deploy.export import export_checkpoint, parity_summary
 from mtic.deploy.predictor import IntentClassifier
 from mtic.deploy.tokenizer import FastTokenizer
+from mtic.inputs.datamodule import MTICDataModule
+from mtic.inputs.views import NaiveConcatView
 from mtic.models.htc import HTC
 
 VALID = [
@@ -47,7 +47,7 @@ def make_tiny_run(root: Path, steps: int = 20) -> Path:
     (run_dir / ".hydra").mkdir(parents=True)
     config = {"experiment": "tiny", "market": {"name": "sg", "languages": ["en"], "bundle": str(bundle)},
               "paths": {"data_dir": None, "run_dir": "${hydra:runtime.output_dir}"},
-              "data": {"view": {"_target_": "mtic.data.views.NaiveConcatView", "separator": " | "}}}
+              "data": {"view": {"_target_": "mtic.inputs.views.NaiveConcatView", "separator": " | "}}}
     (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     ckpt = run_dir / "checkpoints" / "best.ckpt"
     trainer.save_checkpoint(ckpt)
@@ -130,7 +130,7 @@ def test_tokenizer_and_view_match_training(tiny: tuple[Path, Path, dict]) -> Non
     onnx_clf = IntentClassifier.load(out, precision="fp32")
     for queries, text in zip(SESSIONS, onnx_clf.texts(SESSIONS)):
         assert text == " | ".join(queries)
-        from mtic.data.views import ViewExample
+        from mtic.inputs.views import ViewExample
 
         expected = encode(ViewExample("s", None, text))["input_ids"]
         assert onnx_clf.runtime.encode([text])[0] == expected  # left truncation keeps the last query
@@ -179,7 +179,7 @@ def test_selected_concat_exports_its_selector(tiny: tuple[Path, Path, dict], tmp
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "checkpoints" / "best.ckpt").write_bytes(ckpt.read_bytes())
     config = yaml.safe_load((ckpt.parent.parent / ".hydra" / "config.yaml").read_text(encoding="utf-8"))
-    config["data"]["view"]["_target_"] = "mtic.data.views.SelectedConcatView"
+    config["data"]["view"]["_target_"] = "mtic.inputs.views.SelectedConcatView"
     (run_dir / ".hydra").mkdir()
     (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     selector, _ = train_selector(Path(config["market"]["bundle"]), "tiny-bert", epochs=1, batch_size=4, seed=0)

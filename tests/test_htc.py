@@ -8,11 +8,11 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from mtic.data.datamodule import MTICDataModule
-from mtic.data.encoding import IGNORE_INDEX
 from mtic.data.schema import Intent
 from mtic.data.taxonomy import Taxonomy
-from mtic.data.views import NaiveConcatView
+from mtic.inputs.datamodule import MTICDataModule
+from mtic.inputs.encoding import IGNORE_INDEX
+from mtic.inputs.views import NaiveConcatView
 from mtic.models.coding_tree import (
     build_coding_tree,
     greedy_groups,

@@ -28,7 +28,7 @@ from mtic.labels import (
 )
 from mtic.labels.compress import Candidate, resolve_collisions
 
-KB = Path(__file__).resolve().parents[1] / "mtic" / "data" / "demo" / "knowledge_base.json"
+KB = Path(__file__).resolve().parents[1] / "mtic" / "dataset_factories" / "demo" / "knowledge_base.json"
 
 
 # -- helpers -----------------------------------------------------------------------------------------------------

@@ -4,9 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from mtic.cli import main
-from mtic.data.bundle import Bundle, write_bundle
-from mtic.data.craft import normalise_text, write_unlabeled_gold
-from mtic.data.schema import BundleMeta, Intent, Session, SingleTurnQuery, Turn
+from mtic.data.bundle import Bundle, write_bundle, write_unlabeled_gold
+from mtic.data.schema import BundleMeta, Intent, Session, SingleTurnQuery, Turn, normalise_text
 from mtic.data.stats import bundle_dir_stats, bundle_stats, leaked_eval_turns, stats_table
 
 INTENTS = [Intent(id="a", title="Parcel status", path=("logistics", "a")),

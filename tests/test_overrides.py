@@ -205,12 +205,12 @@ def test_level_decoding_reaches_the_htc() -> None:
 def test_data_is_the_base_plus_a_view_choice(data: str, view: str) -> None:
     """data=X is data/_base + data/view=X (+ X's budgets); data/view= swaps only the view."""
     cfg = _compose("+experiment=baseline_naive", f"data={data}")
-    assert cfg.data._target_ == "mtic.data.datamodule.MTICDataModule"
-    assert cfg.data.view._target_ == f"mtic.data.views.{view}"
+    assert cfg.data._target_ == "mtic.inputs.datamodule.MTICDataModule"
+    assert cfg.data.view._target_ == f"mtic.inputs.views.{view}"
     if data == "chat":
         assert (cfg.data.view.history_labels, cfg.data.eval_view.history_labels) == ("gold", "none")
     if data == "last_two":
         assert cfg.data.view.k == 2
     swapped = _compose("+experiment=baseline_naive", f"data={data}", "data/view=last_query")
-    assert swapped.data.view == {"_target_": "mtic.data.views.LastQueryView"}
+    assert swapped.data.view == {"_target_": "mtic.inputs.views.LastQueryView"}
     assert {k: v for k, v in swapped.data.items() if k != "view"} == {k: v for k, v in cfg.data.items() if k != "view"}

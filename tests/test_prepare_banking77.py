@@ -8,9 +8,9 @@ import pytest
 
 from mtic.data.bundle import read_bundle
 from mtic.data.errors import BundleError
-from mtic.data.prepare import prepare
-from mtic.data.prepare.banking77 import Banking77Options, build, read_csv
 from mtic.data.stats import leaked_eval_turns
+from mtic.dataset_factories.prepare import prepare
+from mtic.dataset_factories.prepare.banking77 import Banking77Options, build, read_csv
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "banking77"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "banking77"

@@ -8,13 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from mtic.data.bundle import read_bundle
-from mtic.data.craft import read_unlabeled_gold
+from mtic.data.bundle import read_bundle, read_unlabeled_gold
 from mtic.data.errors import BundleError
-from mtic.data.prepare import prepare, sgd
-from mtic.data.prepare.sgd import NONE_ID, SGDOptions, build
-from mtic.data.prepare.transitions import SGD_LENGTH_COUNTS, SGD_TRANSITIONS, estimate_from_bundle, length_counts
 from mtic.data.taxonomy import Taxonomy
+from mtic.dataset_factories.prepare import prepare, sgd
+from mtic.dataset_factories.prepare.sgd import NONE_ID, SGDOptions, build
+from mtic.dataset_factories.prepare.transitions import (
+    SGD_LENGTH_COUNTS,
+    SGD_TRANSITIONS,
+    estimate_from_bundle,
+    length_counts,
+)
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "sgd"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "sgd"

@@ -12,10 +12,10 @@ from mtic.cli import main
 from mtic.config_schema import validate_config
 from mtic.data.bundle import read_bundle
 from mtic.data.errors import BundleError
-from mtic.data.prepare import cached_bundle, parse_spec
-from mtic.data.prepare.sgd import SGDOptions
-from mtic.data.prepare.xsid import XSIDOptions
 from mtic.data.sources import resolve_bundle
+from mtic.dataset_factories.prepare import cached_bundle, parse_spec
+from mtic.dataset_factories.prepare.sgd import SGDOptions
+from mtic.dataset_factories.prepare.xsid import XSIDOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from mtic.data.bundle import read_bundle
-from mtic.data.craft import read_unlabeled_gold
+from mtic.data.bundle import read_bundle, read_unlabeled_gold
 from mtic.data.errors import BundleError, MissingBundleFileError
-from mtic.data.prepare import prepare
-from mtic.data.prepare.xsid import XSIDOptions, build, read_conll
 from mtic.data.stats import leaked_eval_turns
+from mtic.dataset_factories.prepare import prepare
+from mtic.dataset_factories.prepare.xsid import XSIDOptions, build, read_conll
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "xsid"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "xsid"

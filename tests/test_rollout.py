@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from mtic.data.datamodule import MTICDataModule
-from mtic.data.views import ChatView
+from mtic.inputs.datamodule import MTICDataModule
+from mtic.inputs.views import ChatView
 from mtic.labels.targets import LabelSet
-from mtic.models.label_scoring import score_continuations
 from mtic.models.kv_cache import select_rows
+from mtic.models.label_scoring import score_continuations
 from mtic.models.rollout import LabelScorer
 from mtic.models.session_cache import SessionCache
 from mtic.models.symbol_tuning import SymbolTuningLM

@@ -9,7 +9,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from mtic.data.schema import Session, SingleTurnQuery, Turn
-from mtic.data.views import SelectedConcatView
+from mtic.inputs.views import SelectedConcatView
 from mtic.models import selector as selector_module
 from mtic.models.selector import (
     Pair,

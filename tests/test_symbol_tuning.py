@@ -10,8 +10,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from mtic.data.datamodule import MTICDataModule
-from mtic.data.views import ChatView
+from mtic.inputs.datamodule import MTICDataModule
+from mtic.inputs.views import ChatView
 from mtic.labels.targets import LabelSet
 from mtic.models.symbol_tuning import SymbolTuningLM
 
@@ -251,12 +251,11 @@ def test_summary_target_trains_on_summaries(tiny_bundle: Path) -> None:
 
 def test_summaries_are_asked_only_for_the_training_examples_used(tiny_bundle: Path, monkeypatch) -> None:
     """With data.max_train_examples the summary LLM sees the queries of the sampled examples, not every query."""
+    from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
     import mtic.clara.llm as llm_module
     from mtic.clara.llm import LLMResponse
-    from hydra.utils import instantiate
-
     from mtic.pipelines.train_eval import training_queries
 
     asked: list[str] = []

@@ -10,10 +10,10 @@ from omegaconf import DictConfig
 
 from mtic.config_schema import ConfigError
 from mtic.data.bundle import read_bundle
-from mtic.data.datamodule import MTICDataModule
-from mtic.data.encoding import ClassificationEncoder
-from mtic.data.views import LastKView
 from mtic.eval.supervision import LabelFreeViolation
+from mtic.inputs.datamodule import MTICDataModule
+from mtic.inputs.encoding import ClassificationEncoder
+from mtic.inputs.views import LastKView
 from mtic.pipelines import run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

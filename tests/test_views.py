@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from mtic.data.bundle import read_bundle
-from mtic.data.chat import ChatEncoder
-from mtic.data.datamodule import LengthGroupedBatchSampler, MTICDataModule
-from mtic.data.encoding import IGNORE_INDEX, ClassificationEncoder
-from mtic.data.views import (
+from mtic.inputs.chat import ChatEncoder
+from mtic.inputs.datamodule import LengthGroupedBatchSampler, MTICDataModule
+from mtic.inputs.encoding import IGNORE_INDEX, ClassificationEncoder
+from mtic.inputs.views import (
     VIEW_NAMES,
     ChatView,
     LastKView,
@@ -154,7 +154,7 @@ def test_length_grouped_sampler_covers_everything() -> None:
 
 
 def test_chat_encoder_summary_answers(sessions) -> None:
-    from mtic.data.chat import ChatFormat
+    from mtic.inputs.chat import ChatFormat
 
     tok = WordTokenizer()
     summaries = {"cancel my order": "cancelling an order", "and the money?": "the refund"}
@@ -182,14 +182,14 @@ def test_clean_summary() -> None:
 
 
 def test_view_names_are_defined_once() -> None:
-    """mtic.data.views names every view class; deploy.json kinds, `mtic export --view` and the files of
+    """mtic.inputs.views names every view class; deploy.json kinds, `mtic export --view` and the files of
     conf/data/view use those names and `_target_`s."""
     import importlib
 
     import yaml
 
-    from mtic.data import views
     from mtic.deploy.artifact import VIEW_KINDS, ViewSpec
+    from mtic.inputs import views
 
     assert set(VIEW_NAMES.values()) == {"chat", "last_query", "naive_concat", "last_k", "selected_concat",
                                         "transcript"}
@@ -197,9 +197,9 @@ def test_view_names_are_defined_once() -> None:
     for cls in VIEW_NAMES:
         module, _, attr = view_target(cls).rpartition(".")
         assert getattr(importlib.import_module(module), attr) is cls and getattr(views, cls.__name__) is cls
-    assert VIEW_KINDS == {"last_query": "mtic.data.views.LastQueryView",  # deploy.json's names: a stable format
-                          "naive_concat": "mtic.data.views.NaiveConcatView",
-                          "selected_concat": "mtic.data.views.SelectedConcatView"}
+    assert VIEW_KINDS == {"last_query": "mtic.inputs.views.LastQueryView",  # deploy.json's names: a stable format
+                          "naive_concat": "mtic.inputs.views.NaiveConcatView",
+                          "selected_concat": "mtic.inputs.views.SelectedConcatView"}
     assert ViewSpec.from_target(view_target(SelectedConcatView)).needs_selector
     assert not ViewSpec("naive_concat").needs_selector
     by_target = {view_target(c): c for c in VIEW_NAMES}

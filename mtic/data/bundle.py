@@ -5,7 +5,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ BUNDLE_FILE = "bundle.yaml"
 INTENTS_FILE = "intents.jsonl"
 SINGLE_TURN_FILE = "single_turn.jsonl"
 SESSIONS_DIR = "sessions"
+UNLABELED_GOLD_FILE = "unlabeled.gold.jsonl"  # sessions/: the gold targets of a crafted bundle's unlabeled split
 MAX_LINE_CHARS = 1_000_000
 EVALUATION_SPLITS = ("valid", "test")
 """Session splits whose last turn must be labelled (the target) and which may not be empty when present."""
@@ -341,6 +342,19 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     with path.open("w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def read_unlabeled_gold(bundle_root: str | Path, known_intents: set[str]) -> list[Session] | None:
+    """Gold labels of a crafted bundle's unlabelled sessions (`sessions/unlabeled.gold.jsonl`), or None."""
+    path = Path(bundle_root) / SESSIONS_DIR / UNLABELED_GOLD_FILE
+    return read_sessions(path, known_intents, require_target=True) if path.is_file() else None
+
+
+def write_unlabeled_gold(bundle_root: str | Path, gold: Sequence[Session]) -> Path:
+    """Write the gold side file next to `sessions/unlabeled.jsonl` (same schema as train.jsonl)."""
+    path = Path(bundle_root) / SESSIONS_DIR / UNLABELED_GOLD_FILE
+    write_jsonl(path, [s.to_json() for s in gold])
+    return path
 
 
 def write_bundle(bundle: Bundle, root: str | Path, overwrite: bool = False) -> Path:

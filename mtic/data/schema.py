@@ -1,10 +1,17 @@
 """Plain records of the data bundle: intents, turns, sessions, single-turn queries, bundle metadata."""
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 
 SESSION_SPLITS: tuple[str, ...] = ("train", "unlabeled", "valid", "test")
 SINGLE_TURN_SPLITS: tuple[str, ...] = ("train", "valid")
+
+
+def normalise_text(text: str) -> str:
+    """The form in which two texts count as the same text for leakage: Unicode NFKC, case-folded, runs of
+    whitespace collapsed to one space, stripped ("Still  nothing " == "still nothing"); punctuation is kept."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
 @dataclass(frozen=True)

@@ -13,15 +13,15 @@ def resolve_bundle(spec: str, cache_dir: str | Path, datasets_dir: str | Path | 
 
     `demo:<market>` builds the embedded demo bundle into the cache on first use; `sgd:[key=value,...]`,
     `xsid:<lang>[,key=value,...]` and `banking77:[key=value,...]` convert the public dataset found under
-    `datasets_dir` (original layout) into the cache on first use (see `mtic.data.prepare`); any other value is
-    a path to a bundle directory.
+    `datasets_dir` (original layout) into the cache on first use (see `mtic.dataset_factories.prepare`); any
+    other value is a path to a bundle directory. The factories are imported here only when a spec needs one.
     """
     spec = str(spec)
     if spec.startswith(DEMO_PREFIX):
-        from mtic.data.demo.build import demo_bundle_dir
+        from mtic.dataset_factories.demo.build import demo_bundle_dir
 
         return demo_bundle_dir(spec[len(DEMO_PREFIX) :], cache_dir)
-    from mtic.data.prepare import cached_bundle, is_spec
+    from mtic.dataset_factories.prepare import cached_bundle, is_spec
 
     if is_spec(spec):
         return cached_bundle(spec, datasets_dir, cache_dir)

@@ -4,9 +4,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from mtic.data.bundle import Bundle, read_bundle
-from mtic.data.craft import normalise_text, read_unlabeled_gold
-from mtic.data.schema import SESSION_SPLITS, Session
+from mtic.data.bundle import Bundle, read_bundle, read_unlabeled_gold
+from mtic.data.schema import SESSION_SPLITS, Session, normalise_text
 from mtic.data.taxonomy import Taxonomy
 
 FOLLOWUP_SHARE_KEY = "test_followup_share"

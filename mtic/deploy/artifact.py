@@ -22,7 +22,15 @@ from typing import Any
 from mtic.data.bundle import read_intents
 from mtic.data.schema import Intent
 from mtic.data.taxonomy import Taxonomy
-from mtic.data.views import VIEW_NAMES, LastQueryView, NaiveConcatView, SelectedConcatView, Selector, View, view_target
+from mtic.inputs.views import (
+    VIEW_NAMES,
+    LastQueryView,
+    NaiveConcatView,
+    SelectedConcatView,
+    Selector,
+    View,
+    view_target,
+)
 
 FORMAT_VERSION = 1
 DEPLOY_FILE = "deploy.json"
@@ -35,8 +43,10 @@ INPUT_NAMES = ("input_ids", "attention_mask")
 PRECISIONS = ("auto", "fp32", "int8")
 
 SERVABLE_VIEWS = (LastQueryView, NaiveConcatView, SelectedConcatView)
-# the servable view classes' `_target_` by their short name (mtic.data.views.VIEW_NAMES), stored in deploy.json
+# the servable view classes' `_target_` by their short name (mtic.inputs.views.VIEW_NAMES), stored in deploy.json
 VIEW_KINDS = {VIEW_NAMES[c]: view_target(c) for c in SERVABLE_VIEWS}
+# runs configured before the views moved from mtic.data to mtic.inputs (issue 21) name the old module
+LEGACY_VIEW_MODULE = "mtic.data.views."
 
 
 class ExportError(ValueError):
@@ -56,7 +66,9 @@ class ViewSpec:
 
     @classmethod
     def from_target(cls, target: str, separator: str | None = None) -> ViewSpec:
-        """From a view config's `_target_` (e.g. mtic.data.views.NaiveConcatView)."""
+        """From a view config's `_target_` (e.g. mtic.inputs.views.NaiveConcatView)."""
+        if target.startswith(LEGACY_VIEW_MODULE):
+            target = f"{LastQueryView.__module__}.{target[len(LEGACY_VIEW_MODULE):]}"
         by_target = {v: k for k, v in VIEW_KINDS.items()}
         if target not in by_target:
             raise ExportError(f"view {target} cannot be served by an encoder export; "
@@ -69,7 +81,7 @@ class ViewSpec:
         return self.kind == VIEW_NAMES[SelectedConcatView]
 
     def build(self, selector: Selector | None = None) -> View:
-        """The mtic.data.views object (the same code the model was trained and tested with)."""
+        """The mtic.inputs.views object (the same code the model was trained and tested with)."""
         if self.kind == VIEW_NAMES[LastQueryView]:
             return LastQueryView()
         if self.kind == VIEW_NAMES[NaiveConcatView]:

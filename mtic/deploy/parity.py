@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 
 from mtic.data.schema import Session
-from mtic.data.views import View
 from mtic.deploy.predictor import IntentClassifier, decode
 from mtic.deploy.runtime import TorchClassifier
+from mtic.inputs.views import View
 
 
 def _accuracy(leaves: np.ndarray, leaf_intents: Sequence[str], targets: Sequence[str | None]) -> float | None:

@@ -20,8 +20,8 @@ import numpy as np
 
 from mtic.data.schema import Session, Turn
 from mtic.data.taxonomy import Taxonomy
-from mtic.data.views import View
 from mtic.deploy.artifact import ExportError, ViewSpec, is_export_dir, read_artifact
+from mtic.inputs.views import View
 
 log = logging.getLogger("mtic")
 TINY = 1e-30

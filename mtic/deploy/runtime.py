@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from mtic.data.encoding import ClassificationEncoder
 from mtic.data.taxonomy import Taxonomy
-from mtic.data.views import ViewExample
 from mtic.deploy.artifact import INPUT_NAMES, Artifact
 from mtic.deploy.tokenizer import FastTokenizer
+from mtic.inputs.encoding import ClassificationEncoder
+from mtic.inputs.views import ViewExample
 from mtic.models.checkpoint_io import ArtifactError, existing_file, one_line
 
 DEFAULT_BATCH = 32
@@ -125,7 +125,7 @@ class TorchClassifier:
     def __init__(self, model: Any, threads: int | None = None) -> None:
         import torch
 
-        from mtic.data.encoding import PadCollator
+        from mtic.inputs.encoding import PadCollator
 
         if threads:
             torch.set_num_threads(int(threads))

@@ -9,8 +9,8 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from mtic.data.encoding import IGNORE_INDEX
 from mtic.hub.registry import load_causal_lm
+from mtic.inputs.encoding import IGNORE_INDEX
 from mtic.models.lora import save_merged, wrap_lora
 
 

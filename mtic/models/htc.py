@@ -26,12 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtic.data.encoding import IGNORE_INDEX, ClassificationEncoder, PadCollator
 from mtic.data.schema import Intent
 from mtic.data.taxonomy import Taxonomy
-from mtic.data.views import ViewExample
 from mtic.eval.metrics import IntentMetrics
 from mtic.hub.registry import load_encoder
+from mtic.inputs.encoding import IGNORE_INDEX, ClassificationEncoder, PadCollator
+from mtic.inputs.views import ViewExample
 from mtic.models.coding_tree import taxonomy_coding_tree
 from mtic.models.hitin import HiTINHead
 from mtic.models.htc_constants import CONSISTENT, LEAF, LEVEL_DECODINGS

@@ -1,7 +1,7 @@
 """Domain-adaptive continued pre-training (the paper's Domain-Llama2): the plain LM objective on chat logs."""
 from __future__ import annotations
 
-from mtic.data.encoding import LanguageModelEncoder
+from mtic.inputs.encoding import LanguageModelEncoder
 from mtic.models.causal_lm import LoraCausalLM
 
 

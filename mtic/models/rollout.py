@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from mtic.data.chat import ChatEncoder
+from mtic.inputs.chat import ChatEncoder
 from mtic.models.kv_cache import select_rows
 from mtic.models.label_scoring import score_tree
 from mtic.models.rollout_constants import (  # noqa: F401  (the value lists live there, torch-free; the owner's names)

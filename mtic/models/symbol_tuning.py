@@ -7,12 +7,12 @@ from typing import Any
 
 import torch
 
-from mtic.data.chat import ChatEncoder, ChatFormat, rollout_row
 from mtic.data.taxonomy import Taxonomy
 from mtic.eval.metrics import IntentMetrics
+from mtic.hub.registry import load_sentence_embedder
+from mtic.inputs.chat import ChatEncoder, ChatFormat, rollout_row
 from mtic.labels.matching import output_matcher
 from mtic.labels.targets import LabelSet, TargetKind
-from mtic.hub.registry import load_sentence_embedder
 from mtic.models.causal_lm import LoraCausalLM
 from mtic.models.rollout import DECODES, GREEDY, HISTORIES, ROLLOUT, SCORE, GreedyDecoder, LabelScorer, SessionRollout
 

@@ -35,15 +35,14 @@ from mtic.clara.llm import LLMBackend, backend_mode
 from mtic.clara.pseudo_label import Outputs, pseudo_label, recover
 from mtic.clara.self_consistency import RULES
 from mtic.config_schema import ConfigError
-from mtic.data.bundle import Bundle, read_bundle, write_jsonl
-from mtic.data.craft import read_unlabeled_gold
-from mtic.data.datamodule import PSEUDO_PREFIX, SINGLE_TURN_SOURCE
+from mtic.data.bundle import Bundle, read_bundle, read_unlabeled_gold, write_jsonl
 from mtic.data.schema import Session
 from mtic.data.sources import bundle_fingerprint
 from mtic.data.taxonomy import Taxonomy
 from mtic.eval.metrics import IntentMetrics
 from mtic.eval.results import results_line, update_results, write_predictions, write_results
 from mtic.eval.supervision import GOLD_UNLABELED, PSEUDO_LABELS, SINGLE_TURN, Supervision, sessions_source
+from mtic.inputs.datamodule import PSEUDO_PREFIX, SINGLE_TURN_SOURCE
 from mtic.pipelines.candidate_model import ensure_candidate_model, identity, plan_candidates
 from mtic.pipelines.train_eval import bundle_dir_of
 from mtic.pipelines.train_eval import run as train_eval_run

@@ -19,10 +19,10 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mtic.config_schema import ConfigError
-from mtic.data.datamodule import planned_supervision
-from mtic.data.views import VIEW_NAMES, SelectedConcatView, view_target
 from mtic.eval.results import update_results
 from mtic.eval.supervision import SELECTOR_GOLD, SINGLE_TURN, Supervision
+from mtic.inputs.datamodule import planned_supervision
+from mtic.inputs.views import VIEW_NAMES, SelectedConcatView, view_target
 from mtic.models.selector import SELECTOR_DIR
 from mtic.pipelines.train_eval import bundle_dir_of
 from mtic.pipelines.train_eval import run as train_eval_run

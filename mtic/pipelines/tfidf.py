@@ -17,10 +17,10 @@ from omegaconf import DictConfig
 from sklearn.pipeline import Pipeline, make_pipeline
 
 from mtic.config_schema import ConfigError
-from mtic.data.views import LastKView, LastQueryView, NaiveConcatView, SelectedConcatView, ViewExample
 from mtic.eval.metrics import IntentMetrics
 from mtic.eval.results import results_line, write_predictions, write_results
 from mtic.eval.supervision import Supervision
+from mtic.inputs.views import LastKView, LastQueryView, NaiveConcatView, SelectedConcatView, ViewExample
 from mtic.pipelines.train_eval import bundle_dir_of
 
 log = logging.getLogger("mtic")

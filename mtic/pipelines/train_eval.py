@@ -13,11 +13,11 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mtic.data.datamodule import planned_supervision
 from mtic.data.sources import resolve_bundle
 from mtic.eval.results import ablation_settings, redact, results_line, write_predictions, write_results
 from mtic.eval.supervision import Supervision
 from mtic.eval.wandb_records import attach_to_wandb
+from mtic.inputs.datamodule import planned_supervision
 from mtic.models.checkpoint_io import ArtifactError, existing_file, read_checkpoint
 
 log = logging.getLogger("mtic")

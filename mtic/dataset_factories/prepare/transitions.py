@@ -1,7 +1,7 @@
 """The intent-transition model that crafts sessions for the single-turn benchmarks (xSID, Banking77), from SGD.
 
 `SGD_TRANSITIONS` is `estimate_from_bundle` on the full SGD bundle (default converter options, seed 0), printed
-by `python -m mtic.data.prepare.transitions <sgd bundle dir>` (tests check it against the real data):
+by `python -m mtic.dataset_factories.prepare.transitions <sgd bundle dir>` (tests check it against the real data):
 - stay / switch within the domain / switch away: consecutive labelled user turns of the train dialogues; NONE
   turns count as unlabelled, so they break the chain instead of being a switch;
 - session lengths: user turns of the valid + test sessions (dialogues cut at their target turn);
@@ -15,9 +15,9 @@ from collections import Counter
 from pathlib import Path
 
 from mtic.data.bundle import Bundle, read_bundle
-from mtic.data.craft import TransitionModel, estimate_transitions
 from mtic.data.schema import Session, Turn
 from mtic.data.taxonomy import Taxonomy
+from mtic.dataset_factories.craft import TransitionModel, estimate_transitions
 
 NONE_ID = "NONE"
 SGD = "sgd"
@@ -61,7 +61,7 @@ def load_transitions(spec: str) -> TransitionModel:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m mtic.data.prepare.transitions <sgd bundle dir>", file=sys.stderr)
+        print("usage: python -m mtic.dataset_factories.prepare.transitions <sgd bundle dir>", file=sys.stderr)
         return 2
     bundle = read_bundle(Path(args[0]))
     model = estimate_from_bundle(bundle)

@@ -17,14 +17,11 @@ from __future__ import annotations
 
 import math
 import random
-import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from mtic.data.bundle import SESSIONS_DIR, read_sessions, write_jsonl
-from mtic.data.schema import Session, Turn
+from mtic.data.schema import Session, Turn, normalise_text
 
 ParentOf = Callable[[str], tuple]
 
@@ -35,7 +32,6 @@ DEFAULT_EVAL_FOLLOWUP_SHARE = 0.4
 MIN_EVAL_FOLLOWUP_SHARE = 0.3
 DEFAULT_EVAL_FOLLOWUP_POOL_SHARE = 1 / 3  # of each intent's follow-up texts, reserved for valid/test sessions
 MAX_FORCED_ATTEMPTS = 1000
-UNLABELED_GOLD_FILE = "unlabeled.gold.jsonl"
 SPLIT_PREFIXES = {"train": "train", "unlabeled": "unl", "valid": "valid", "test": "test"}
 
 
@@ -294,12 +290,6 @@ def followup_share(sessions: Sequence[Session], followups_by_intent: Mapping[str
     return hits / len(sessions)
 
 
-def normalise_text(text: str) -> str:
-    """The form in which two texts count as the same text for leakage: Unicode NFKC, case-folded, runs of
-    whitespace collapsed to one space, stripped ("Still  nothing " == "still nothing"); punctuation is kept."""
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
-
-
 def split_followups(
     followups_by_intent: Mapping[str, Sequence[str]],
     eval_share: float = DEFAULT_EVAL_FOLLOWUP_POOL_SHARE,
@@ -447,15 +437,3 @@ def craft_splits(
         eval_followups={i: t for i, t in eval_followups.items() if t},
     )
 
-
-def read_unlabeled_gold(bundle_root: str | Path, known_intents: set[str]) -> list[Session] | None:
-    """Gold labels of a crafted bundle's unlabelled sessions (`sessions/unlabeled.gold.jsonl`), or None."""
-    path = Path(bundle_root) / SESSIONS_DIR / UNLABELED_GOLD_FILE
-    return read_sessions(path, known_intents, require_target=True) if path.is_file() else None
-
-
-def write_unlabeled_gold(bundle_root: str | Path, gold: Sequence[Session]) -> Path:
-    """Write the gold side file next to `sessions/unlabeled.jsonl` (same schema as train.jsonl)."""
-    path = Path(bundle_root) / SESSIONS_DIR / UNLABELED_GOLD_FILE
-    write_jsonl(path, [s.to_json() for s in gold])
-    return path

@@ -11,7 +11,7 @@ categories of the CSV files.
   into single-turn valid and the valid-session pool (disjoint; the latter's rows are in no single-turn split);
   the rest is single-turn train (every row kept, duplicates included) and feeds train/unlabeled sessions;
   test.csv feeds only the test sessions. A valid/test text equal to a training-side text (compared after
-  `craft.normalise_text`) is dropped from its pool (bundle.yaml: `eval_dropped_texts`).
+  `mtic.data.schema.normalise_text`) is dropped from its pool (bundle.yaml: `eval_dropped_texts`).
 - Sessions are crafted with the SGD transition model; with a flat hierarchy every switch is a switch within
   the one category (the crafting fallback). Each split's first intent follows its pool's intent frequencies.
 """
@@ -25,7 +25,8 @@ from pathlib import Path
 
 from mtic.data.bundle import Bundle
 from mtic.data.errors import BundleError, MissingBundleFileError
-from mtic.data.prepare.common import (
+from mtic.data.schema import BundleMeta, Intent, Session, SingleTurnQuery
+from mtic.dataset_factories.prepare.common import (
     check_craft_options,
     craft_from_pools,
     holdout_split,
@@ -35,8 +36,7 @@ from mtic.data.prepare.common import (
     split_held_out,
     split_words,
 )
-from mtic.data.prepare.transitions import SGD, load_transitions
-from mtic.data.schema import BundleMeta, Intent, Session, SingleTurnQuery
+from mtic.dataset_factories.prepare.transitions import SGD, load_transitions
 
 NAME = "banking77"
 FOLDER = "banking77"

@@ -14,17 +14,17 @@ import json
 import random
 from pathlib import Path
 
-from mtic.data import craft
-from mtic.data.bundle import Bundle, write_bundle
+from mtic.data.bundle import Bundle, write_bundle, write_unlabeled_gold
 from mtic.data.bundle_cache import build_once
-from mtic.data.craft import (
+from mtic.data.schema import BundleMeta, Intent, Session, SingleTurnQuery
+from mtic.dataset_factories import craft
+from mtic.dataset_factories.craft import (
     DEFAULT_EVAL_FOLLOWUP_POOL_SHARE,
     DEFAULT_EVAL_FOLLOWUP_SHARE,
     TransitionModel,
     craft_splits,
     followup_share,
 )
-from mtic.data.schema import BundleMeta, Intent, Session, SingleTurnQuery
 
 MARKETS: tuple[str, ...] = ("br", "id", "my", "ph", "sg", "th", "tw", "vn")
 DEMO_DIR = Path(__file__).resolve().parent
@@ -216,7 +216,7 @@ def write_demo_bundle(code: str, out_dir: str | Path, overwrite: bool = False, *
     bundle, gold = build_demo(code, **kw)
     root = write_bundle(bundle, out_dir, overwrite=overwrite)
     if gold:
-        craft.write_unlabeled_gold(root, gold)
+        write_unlabeled_gold(root, gold)
     return root
 
 

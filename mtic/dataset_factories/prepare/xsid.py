@@ -13,10 +13,10 @@ blank lines, `# text = ...` and `# intent = ...` comment lines, then token lines
   split alternately into single-turn valid and the valid-session pool (disjoint; single-turn valid first); the
   rest is single-turn train and feeds train/unlabeled sessions. The `test` file feeds only the test sessions.
   A valid/test text equal to a training-side text (single-turn train or valid, compared after
-  `craft.normalise_text`) is dropped from its pool (counted in bundle.yaml: `eval_dropped_texts`), so no
+  `mtic.data.schema.normalise_text`) is dropped from its pool (counted in bundle.yaml: `eval_dropped_texts`), so no
   valid/test turn appears in a training-side file. A few source sentences have an empty text (e.g. one
   in no.valid): they are skipped and counted in bundle.yaml (`skipped_empty_texts`).
-- Sessions are crafted (`mtic.data.craft`) with the SGD transition model (`transitions=sgd`, or a bundle
+- Sessions are crafted (`mtic.dataset_factories.craft`) with the SGD transition model (`transitions=sgd`, or a bundle
   directory to estimate from); each split's first intent follows its pool's intent frequencies. No follow-up
   texts exist, so every turn is a self-contained query of its intent.
 """
@@ -29,7 +29,8 @@ from pathlib import Path
 
 from mtic.data.bundle import Bundle
 from mtic.data.errors import BundleError, MissingBundleFileError
-from mtic.data.prepare.common import (
+from mtic.data.schema import BundleMeta, Intent, Session, SingleTurnQuery
+from mtic.dataset_factories.prepare.common import (
     check_craft_options,
     craft_from_pools,
     holdout_split,
@@ -39,8 +40,7 @@ from mtic.data.prepare.common import (
     split_held_out,
     split_words,
 )
-from mtic.data.prepare.transitions import SGD, load_transitions
-from mtic.data.schema import BundleMeta, Intent, Session, SingleTurnQuery
+from mtic.dataset_factories.prepare.transitions import SGD, load_transitions
 
 log = logging.getLogger("mtic")
 NAME = "xsid"

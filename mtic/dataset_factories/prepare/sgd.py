@@ -36,10 +36,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mtic.data.bundle import Bundle
-from mtic.data.craft import strip_history
 from mtic.data.errors import BundleError, MissingBundleFileError
-from mtic.data.prepare.common import json_file, line_of, nonfirst_share, read_json, split_words
 from mtic.data.schema import BundleMeta, Intent, Session, SingleTurnQuery, Turn
+from mtic.dataset_factories.craft import strip_history
+from mtic.dataset_factories.prepare.common import json_file, line_of, nonfirst_share, read_json, split_words
 
 NAME = "sgd"
 FOLDER = "sgd"

@@ -11,10 +11,8 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mtic.data.bundle import Bundle, read_bundle, read_sessions
-from mtic.data.encoding import Encoder, PadCollator
 from mtic.data.schema import Session, SingleTurnQuery
 from mtic.data.taxonomy import Taxonomy
-from mtic.data.views import View, ViewExample, labelled_prefixes
 from mtic.eval.supervision import (
     FILE_PREFIX,
     PSEUDO_LABELS,
@@ -23,6 +21,8 @@ from mtic.eval.supervision import (
     Supervision,
     sessions_source,
 )
+from mtic.inputs.encoding import Encoder, PadCollator
+from mtic.inputs.views import View, ViewExample, labelled_prefixes
 
 log = logging.getLogger("mtic")
 NO_SESSIONS = "none"

@@ -1,4 +1,4 @@
-"""Check a demo market file against the knowledge base: `python -m mtic.data.demo.markets.check sg`."""
+"""Check a demo market file against the knowledge base: `python -m mtic.dataset_factories.demo.markets.check sg`."""
 from __future__ import annotations
 
 import json

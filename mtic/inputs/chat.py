@@ -5,8 +5,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mtic.data.encoding import IGNORE_INDEX
-from mtic.data.views import ViewExample
+from mtic.inputs.encoding import IGNORE_INDEX
+from mtic.inputs.views import ViewExample
 
 LOSS_ON = ("all", "last")
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mtic.data.taxonomy import Taxonomy
-from mtic.data.views import ViewExample
+from mtic.inputs.views import ViewExample
 
 if TYPE_CHECKING:  # torch is imported where tensors are made: ClassificationEncoder also serves torch-free ONNX
     import torch

@@ -138,5 +138,5 @@ VIEW_NAMES: dict[type, str] = {
 
 
 def view_target(view_class: type) -> str:
-    """The `_target_` a config gives for `view_class` (e.g. mtic.data.views.NaiveConcatView)."""
+    """The `_target_` a config gives for `view_class` (e.g. mtic.inputs.views.NaiveConcatView)."""
     return f"{view_class.__module__}.{view_class.__qualname__}"

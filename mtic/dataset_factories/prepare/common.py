@@ -16,17 +16,16 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from mtic.data.craft import (
+from mtic.data.errors import BundleError
+from mtic.data.schema import Session, normalise_text
+from mtic.dataset_factories.craft import (
     SPLIT_PREFIXES,
     CraftedSplits,
     TransitionModel,
     check_disjoint,
     craft_sessions,
-    normalise_text,
     strip_history,
 )
-from mtic.data.errors import BundleError
-from mtic.data.schema import Session
 
 ParentOf = Callable[[str], tuple]
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")

@@ -22,13 +22,12 @@ from typing import Any
 import yaml
 
 from mtic.data import bundle as bundle_module
-from mtic.data import craft
-from mtic.data.bundle import BUNDLE_FILE, write_bundle
+from mtic.data.bundle import BUNDLE_FILE, write_bundle, write_unlabeled_gold
 from mtic.data.bundle_cache import build_once
-from mtic.data.craft import write_unlabeled_gold
 from mtic.data.errors import BundleError
-from mtic.data.prepare import banking77, common, sgd, transitions, xsid
-from mtic.data.prepare.common import options_from
+from mtic.dataset_factories import craft
+from mtic.dataset_factories.prepare import banking77, common, sgd, transitions, xsid
+from mtic.dataset_factories.prepare.common import options_from
 
 log = logging.getLogger("mtic")
 CACHE_SUBDIR = "bundles"
