@@ -196,7 +196,8 @@ def table4_markdown(records: Sequence[dict[str, Any]]) -> str:
     rows.sort(key=lambda r: (str(r[2]), order.get(r[0], len(order)), str(r[1])))
     lines = ["| " + " | ".join(TABLE4_COLUMNS) + " |", "|---|---|---|---:|---:|---:|"]
     for row in rows:
-        shown = [str(x) for x in row[:3]] + [_fmt(v, 100.0).replace(".00", ".0") if v is not None else MISSING
-                                              for v in row[3:]]
-        lines.append("| " + " | ".join(shown) + " |")
+        shown = [str(x) for x in row[:3]] + [MISSING if v is None else f"{100.0 * v:.1f}" for v in row[3:]]
+        line = "| " + " | ".join(shown) + " |"
+        if line not in lines:  # runs that share one pseudo-labelling (another view or selection) are one row
+            lines.append(line)
     return "\n".join(lines)
