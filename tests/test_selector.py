@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 
@@ -98,6 +99,8 @@ def test_train_save_load_and_fallback(tiny_bundle: Path, tmp_path: Path) -> None
     assert summary["source"] == "sessions" and summary["pairs"] == 6 and summary["positives"] == 2
     assert summary["holdout_sessions"] == 0 and summary["holdout_acc"] is None
     assert summary["last_loss"] < summary["first_loss"]
+    assert isinstance(selector.scorer, pl.LightningModule) and len(selector.scorer.losses) == 20  # 1 batch x 20 epochs
+    assert not selector.scorer.training
     history, last = ["where is my parcel", "cancel my order"], "still nothing"
     probs = selector.probabilities(history, last)
     assert len(probs) == 2 and probs[0] > 0.5 > probs[1], probs  # same intent (track) over other intent (cancel)
@@ -117,6 +120,10 @@ def test_train_save_load_and_fallback(tiny_bundle: Path, tmp_path: Path) -> None
 
     _, summary = train_selector(tiny_bundle, "tiny-bert", sessions="none", epochs=1, batch_size=8)
     assert summary["source"] == "single_turn" and summary["positives"] == 8
+    # seeded: the same losses again; Trainer arguments pass through (`trainer`)
+    again, repeat = train_selector(tiny_bundle, "tiny-bert", sessions="none", epochs=1, batch_size=8,
+                                   trainer={"max_steps": 1})
+    assert repeat["first_loss"] == summary["first_loss"] and len(again.scorer.losses) == 1
     with pytest.raises(FileNotFoundError, match="no trained selector"):
         load_selector(tmp_path / "missing")
 

@@ -5,52 +5,39 @@ A cross-encoder of the same encoder family scores a (history query, last query) 
 returns the index of the best-scoring history query when its probability reaches `threshold`, else None ("no
 useful context"); it plugs into `SelectedConcatView(selector=...)`.
 
-Training pairs:
-- from labelled sessions (`sessions/train.jsonl`): for every labelled turn with history, each labelled history
-  turn with the same intent is a positive and every other labelled history turn a negative (a turn whose intent
-  no history turn shares teaches "none"); unlabelled history turns are skipped. All same-intent turns are
-  positives because a pair scorer sees one history query at a time and cannot know whether a more recent one
-  exists; recency enters at selection time (ties go to the most recent query), and `gold_choice` - the most
-  recent same-intent turn - is what the view would ideally receive.
-- fallback when no labelled multi-turn session exists: single-turn queries. Each query is paired with another
-  query of the same intent (positive) and with `negatives` queries of other intents (negatives). This teaches
-  intent similarity, not dialogue context, so it is weaker; results.json records which source was used.
+Training: `PairScorer` is a LightningModule (binary cross-entropy on pair batches, AdamW) fitted by a CPU
+`pl.Trainer` on a `PairDataModule` (mtic/inputs/pairs.py: the pairs - labelled-session pairs or the single-turn
+fallback - and why they do not flow through `MTICDataModule`). Positives are all same-intent history turns; recency
+enters at selection time (ties go to the most recent query), and `gold_choice` - the most recent same-intent turn -
+is what the view would ideally receive. results.json records which pair source was used.
 """
 from __future__ import annotations
 
 import json
-import logging
-import random
-from collections import OrderedDict, defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mtic.data.bundle import Bundle, read_bundle
-from mtic.data.schema import Session, SingleTurnQuery
+from mtic.data.bundle import Bundle
+from mtic.data.schema import Session
 from mtic.hub.registry import load_encoder
+from mtic.inputs.pairs import Pair, PairDataModule, session_pairs, single_turn_pairs
 
-log = logging.getLogger("mtic")
+__all__ = ["Pair", "PairScorer", "Selector", "gold_choice", "load_selector", "selection_accuracy", "session_pairs",
+           "single_turn_pairs", "train_selector"]  # the pair builders live in mtic.inputs.pairs, named here too
+
 SELECTOR_DIR = "selector"  # where a run keeps its trained selector (<run dir>/selector), read by export and serving
 CONFIG_FILE = "selector.json"
 HEAD_FILE = "head.safetensors"
 ENCODER_DIR = "encoder"
 _LOADED: dict[str, Selector] = {}  # selectors trained in this process, by the path they were saved to
-
-
-@dataclass(frozen=True)
-class Pair:
-    """One training pair: does `history` share the intent of `last`?"""
-
-    history: str
-    last: str
-    label: float
 
 
 def gold_choice(session: Session) -> int | None:
@@ -62,51 +49,35 @@ def gold_choice(session: Session) -> int | None:
     return None
 
 
-def session_pairs(sessions: Sequence[Session]) -> list[Pair]:
-    """Pairs from every labelled turn with history (see module doc)."""
-    pairs = []
-    for session in sessions:
-        for n in range(2, len(session.turns) + 1):
-            prefix = session.prefix(n)
-            if prefix.target is None:
-                continue
-            for turn in prefix.turns[:-1]:
-                if turn.intent is not None:
-                    pairs.append(Pair(turn.text, prefix.last.text, 1.0 if turn.intent == prefix.target else 0.0))
-    return pairs
+class PairScorer(pl.LightningModule):
+    """Cross-encoder: (history, last) token ids -> one logit; trained on pair batches (`PairDataModule`) with
+    binary cross-entropy and AdamW (encoder at `lr`, head at max(lr, 1e-3), weight decay `weight_decay`)."""
 
-
-def single_turn_pairs(queries: Sequence[SingleTurnQuery], negatives: int = 1, seed: int = 0) -> list[Pair]:
-    """Fallback pairs from single-turn queries: same intent = positive, other intents = negatives."""
-    rng = random.Random(seed)
-    by_intent: dict[str, list[str]] = defaultdict(list)
-    for q in queries:
-        by_intent[q.intent].append(q.text)
-    intents = sorted(by_intent)
-    pairs = []
-    for q in queries:
-        same = [t for t in by_intent[q.intent] if t != q.text]
-        if same:
-            pairs.append(Pair(rng.choice(same), q.text, 1.0))
-        others = [i for i in intents if i != q.intent]
-        for intent in rng.sample(others, min(negatives, len(others))):
-            pairs.append(Pair(rng.choice(by_intent[intent]), q.text, 0.0))
-    return pairs
-
-
-class PairScorer(nn.Module):
-    """Cross-encoder: (history, last) token ids -> one logit."""
-
-    def __init__(self, encoder: nn.Module) -> None:
+    def __init__(self, encoder: nn.Module, lr: float = 5e-5, weight_decay: float = 0.01) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = nn.Linear(int(encoder.config.hidden_size), 1)
+        self.lr, self.weight_decay = lr, weight_decay
+        self.losses: list[float] = []  # every training step's loss, in order (train_selector's summary)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         tokens = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
         pooled = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         return self.head(pooled).squeeze(-1)
+
+    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        logits = self(batch["input_ids"], batch["attention_mask"])
+        loss = F.binary_cross_entropy_with_logits(logits, batch["labels"].to(logits.dtype))
+        self.losses.append(float(loss.detach()))
+        self.log("selector/train_loss", loss, batch_size=len(logits))
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW([
+            {"params": self.encoder.parameters(), "lr": self.lr},
+            {"params": self.head.parameters(), "lr": max(self.lr, 1e-3)},
+        ], lr=self.lr, weight_decay=self.weight_decay)
 
 
 class Selector:
@@ -206,54 +177,38 @@ def train_selector(
     max_length: int = 64,
     text_prefix: str | None = None,
     seed: int = 0,
+    weight_decay: float = 0.01,
+    trainer: Mapping[str, Any] | None = None,
 ) -> tuple[Selector, dict[str, Any]]:
     """Train a selector on the bundle's labelled sessions (or the single-turn fallback); returns it + a summary.
 
-    `holdout` of the sessions is kept out of training to report the selection accuracy (`holdout_acc`).
+    The pairs come from a `PairDataModule`; a `pl.Trainer` fits the `PairScorer` on CPU for `epochs` epochs with
+    gradient-norm clipping at 1.0, no logger, checkpoint, progress bar or validation; `trainer` overrides any
+    Trainer argument (e.g. a logger). `holdout` of the sessions is kept out of training to report the selection
+    accuracy (`holdout_acc`).
     """
-    bundle = bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
-    rng = random.Random(seed)
-    labelled = [s for s in bundle.sessions.get(sessions, []) if len(s.turns) > 1]
-    rng.shuffle(labelled)
-    n_hold = int(len(labelled) * holdout) if len(labelled) >= 10 else 0
-    held, train_sessions = labelled[:n_hold], labelled[n_hold:]
-    pairs, source = session_pairs(train_sessions), "sessions"
-    if not any(p.label for p in pairs):
-        pairs, source = single_turn_pairs(bundle.require_single_turn("train"), negatives, seed), "single_turn"
-        log.warning("selector: no labelled multi-turn sessions in '%s'; training on single-turn pairs", sessions)
-    if not pairs:
-        raise ValueError("selector: no training pairs (the bundle needs labelled sessions or single-turn queries)")
-    rng.shuffle(pairs)
-    pairs = pairs[:max_pairs] if max_pairs else pairs
+    data = PairDataModule(bundle, sessions, holdout, negatives, max_pairs, batch_size, seed)
     if text_prefix is None:
         from mtic.models.htc import default_text_prefix
 
         text_prefix = default_text_prefix(backbone, cache_dir)
     encoder, tokenizer = load_encoder(backbone, cache_dir)
     torch.manual_seed(seed)
-    scorer = PairScorer(encoder).train()
+    scorer = PairScorer(encoder, lr=lr, weight_decay=weight_decay)
     selector = Selector(scorer, tokenizer, threshold, max_length, text_prefix)
-    optimizer = torch.optim.AdamW([
-        {"params": scorer.encoder.parameters(), "lr": lr},
-        {"params": scorer.head.parameters(), "lr": max(lr, 1e-3)},
-    ])
-    losses = []
-    for _ in range(epochs):
-        rng.shuffle(pairs)
-        for start in range(0, len(pairs), batch_size):
-            chunk = pairs[start : start + batch_size]
-            enc = selector.batch([p.history for p in chunk], [p.last for p in chunk])
-            logits = scorer(enc["input_ids"], enc["attention_mask"])
-            loss = F.binary_cross_entropy_with_logits(logits, torch.tensor([p.label for p in chunk]))
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(scorer.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad()
-            losses.append(loss.item())
+    data.set_tokenizer(selector.batch)
+    settings: dict[str, Any] = {
+        "accelerator": "cpu", "devices": 1, "max_epochs": epochs, "logger": False, "enable_checkpointing": False,
+        "enable_progress_bar": False, "enable_model_summary": False, "gradient_clip_val": 1.0,
+        "gradient_clip_algorithm": "norm", "limit_val_batches": 0, "num_sanity_val_steps": 0,
+    }
+    settings.update(trainer or {})
+    pl.Trainer(**settings).fit(scorer.train(), datamodule=data)
     scorer.eval()
+    losses = scorer.losses
     summary = {
-        "source": source, "pairs": len(pairs), "positives": int(sum(p.label for p in pairs)), "epochs": epochs,
-        "first_loss": losses[0], "last_loss": sum(losses[-5:]) / len(losses[-5:]),
-        "holdout_sessions": len(held), "holdout_acc": selection_accuracy(selector, held),
+        "source": data.source, "pairs": len(data.pairs), "positives": int(sum(p.label for p in data.pairs)),
+        "epochs": epochs, "first_loss": losses[0], "last_loss": sum(losses[-5:]) / len(losses[-5:]),
+        "holdout_sessions": len(data.held), "holdout_acc": selection_accuracy(selector, data.held),
     }
     return selector, summary
