@@ -1,4 +1,4 @@
-"""Read, validate and write data bundles (the one on-disk interface, see DESIGN.md)."""
+"""Read, validate and write data bundles: the one on-disk interface (layout in the README, "Your data: the bundle format")."""
 from __future__ import annotations
 
 import json
