@@ -46,14 +46,18 @@ def test_compare_weighted_average_matches_hand_computation(multirun: Path, tmp_p
 def test_wandb_offline_logs_without_secrets(tmp_path: Path) -> None:
     env_key = "sk-test-" + "x" * 20
     cmd = [sys.executable, "run.py", "+experiment=st_sg", "data.max_eval_examples=3", "logger=wandb",
-           "callbacks=none", f"paths.output_dir={tmp_path}", "+llm_api_key=${oc.env:MTIC_TEST_SECRET}", *TINY]
+           "callbacks=none", f"paths.output_dir={tmp_path}", "+llm_api_key=${oc.env:MTIC_TEST_SECRET}",
+           "+llm_url=${oc.env:MTIC_TEST_URL}", *TINY]  # a credentialed URL too
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
-                          env={**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "MTIC_TEST_SECRET": env_key})
+                          env={**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "MTIC_TEST_SECRET": env_key,
+                                       "MTIC_TEST_URL": f"http://user:{env_key}@127.0.0.1:9/v1"})
     assert done.returncode == 0, done.stderr[-3000:]
     runs = list(tmp_path.rglob("offline-run-*"))
     assert runs, "no offline W&B run directory"
     results = next(tmp_path.rglob("results.json")).read_text()
     assert env_key not in results
+    assert all(env_key not in p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file()
+               and "offline-run-" not in str(p) and p.suffix in (".json", ".yaml", ".log", ".csv", ".txt"))
     logged = b"".join(p.read_bytes() for p in runs[0].rglob("*") if p.is_file())
     assert b'"llm_api_key":"***"' in logged and b'"max_new_tokens":12' in logged  # resolved config, secret masked
     assert env_key.encode() not in logged
