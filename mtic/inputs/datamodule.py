@@ -97,6 +97,12 @@ def planned_supervision(train_single_turn: bool, train_sessions: str, valid_sess
     return Supervision(train=train, selection=selection, evaluation=[sessions_source("test")])
 
 
+def config_supervision(data: Any) -> Supervision:
+    """`planned_supervision` of a `data` config node (the datamodule's own defaults for absent keys)."""
+    return planned_supervision(data.get("train_single_turn", True), data.get("train_sessions", "train"),
+                               data.get("valid_sessions", "valid"))
+
+
 class MTICDataModule(pl.LightningDataModule):
     """Feeds any mtic LightningModule from a bundle.
 

@@ -42,7 +42,7 @@ from mtic.data.taxonomy import Taxonomy
 from mtic.eval.metrics import IntentMetrics
 from mtic.eval.results import results_line, update_results, write_predictions, write_results
 from mtic.eval.supervision import GOLD_UNLABELED, PSEUDO_LABELS, SINGLE_TURN, Supervision, sessions_source
-from mtic.inputs.datamodule import PSEUDO_PREFIX, SINGLE_TURN_SOURCE
+from mtic.inputs.datamodule import NO_SESSIONS, PSEUDO_PREFIX, SINGLE_TURN_SOURCE
 from mtic.pipelines.candidate_model import ensure_candidate_model, identity, plan_candidates
 from mtic.pipelines.train_eval import bundle_dir_of
 from mtic.pipelines.train_eval import run as train_eval_run
@@ -269,7 +269,7 @@ def _pseudo_then_train(cfg: DictConfig, fit: bool, test: bool, pseudo_valid: Map
                        **stage: Any) -> dict[str, float]:
     """Pseudo-labels, then train_eval.run on them; with fit=false and test=false only the pseudo-labels are made."""
     for key in ("train_sessions", "valid_sessions"):
-        if cfg.data.get(key, NO_SC) != NO_SC:
+        if cfg.data.get(key, NO_SESSIONS) != NO_SESSIONS:
             raise ConfigError(f"'data.{key}' is {cfg.data.get(key)!r}: CLARA trains and selects the model on its "
                               f"pseudo-labelled sessions, so data.{key} must be none")
     started = time.time()

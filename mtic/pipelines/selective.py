@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from mtic.config_schema import ConfigError
 from mtic.eval.results import update_results
 from mtic.eval.supervision import SELECTOR_GOLD, SINGLE_TURN, Supervision
-from mtic.inputs.datamodule import planned_supervision
+from mtic.inputs.datamodule import config_supervision
 from mtic.inputs.views import VIEW_NAMES, SelectedConcatView, view_target
 from mtic.models.selector import SELECTOR_DIR
 from mtic.pipelines.train_eval import bundle_dir_of
@@ -68,8 +68,7 @@ def run(cfg: DictConfig, selector: Mapping[str, Any] | None = None, fit: bool = 
     pl.seed_everything(cfg.seed, workers=True)
     settings = OmegaConf.to_container(selector, resolve=True) if isinstance(selector, DictConfig) else dict(selector or {})
     data = cfg.data
-    planned = planned_supervision(data.get("train_single_turn", True), data.get("train_sessions", "train"),
-                                  data.get("valid_sessions", "valid")).merged(selector_supervision(settings))
+    planned = config_supervision(data).merged(selector_supervision(settings))
     planned.enforce(bool(cfg.get("label_free", False)), where=f"experiment '{cfg.experiment}'")
     path, summary = prepare_selector(cfg, settings)  # type: ignore[arg-type]
     train_cfg = copy.deepcopy(cfg)

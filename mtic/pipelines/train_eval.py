@@ -17,7 +17,7 @@ from mtic.data.sources import resolve_bundle
 from mtic.eval.results import ablation_settings, redact, results_line, write_predictions, write_results
 from mtic.eval.supervision import Supervision
 from mtic.eval.wandb_records import attach_to_wandb
-from mtic.inputs.datamodule import planned_supervision
+from mtic.inputs.datamodule import config_supervision
 from mtic.models.checkpoint_io import ArtifactError, existing_file, read_checkpoint
 
 log = logging.getLogger("mtic")
@@ -84,8 +84,7 @@ def run(cfg: DictConfig, fit: bool = True, test: bool = True, checkpoint: str | 
     run_dir = Path(cfg.paths.run_dir)
     label_free, where = bool(cfg.get("label_free", False)), f"experiment '{cfg.experiment}'"
     data = cfg.data
-    planned = planned_supervision(data.get("train_single_turn", True), data.get("train_sessions", "train"),
-                                  data.get("valid_sessions", "valid"))
+    planned = config_supervision(data)
     (supervision or Supervision()).merged(planned).enforce(label_free, where=where)  # before any model loads
     if fit:
         _given_checkpoint(resume)  # pipeline.resume=<file>: a missing file is one line before data and model load
