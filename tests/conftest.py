@@ -59,10 +59,15 @@ def write_tiny_bundle(root: Path) -> Path:
     (root / "single_turn.jsonl").write_text(
         "".join(json.dumps({"text": t, "intent": i}) + "\n" for t, i in TINY_SINGLE), encoding="utf-8"
     )
-    (root / "sessions").mkdir(exist_ok=True)
-    for split, rows in TINY_SESSIONS.items():
-        (root / "sessions" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    write_sessions(root, TINY_SESSIONS)
     return root
+
+
+def write_sessions(root: Path, sessions: dict[str, list[dict]]) -> None:
+    """sessions/<split>.jsonl of a bundle from {split: [session rows]}."""
+    (root / "sessions").mkdir(exist_ok=True)
+    for split, rows in sessions.items():
+        (root / "sessions" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
 @pytest.fixture

@@ -92,25 +92,29 @@ def test_empty_text(tiny_bundle: Path, field: str) -> None:
         read_bundle(tiny_bundle)
 
 
-def test_leaf_with_two_parents(tiny_bundle: Path) -> None:
+def test_two_intents_on_one_path(tiny_bundle: Path) -> None:
     path = tiny_bundle / "intents.jsonl"
     lines = _lines(path)
     row = json.loads(lines[2])
-    row["path"] = ["Payment", "Cancellation", "Refund Status"]  # Cancellation already under Order
+    row["path"] = ["Order", "Cancellation", "Cancel Order"]  # the path of line 1
     lines[2] = json.dumps(row)
     _rewrite(path, lines)
-    with pytest.raises(BundleError, match=r"intents.jsonl:3: 'Cancellation' has two parents"):
+    with pytest.raises(BundleError, match=r"intents.jsonl:3: intent 'refund' has the class path Order > Cancellation > "
+                                          r"Cancel Order, already the path of intent 'cancel' \(line 1\)"):
         read_bundle(tiny_bundle)
 
 
-def test_inconsistent_depth(tiny_bundle: Path) -> None:
+def test_padded_path_that_meets_another(tiny_bundle: Path) -> None:
     path = tiny_bundle / "intents.jsonl"
     lines = _lines(path)
     row = json.loads(lines[3])
-    row["path"] = ["Logistics", "Delivery Status"]
+    row["path"] = ["Payment", "Refund"]  # padded to Payment > Refund > Refund ...
     lines[3] = json.dumps(row)
+    other = json.loads(lines[2])
+    other["path"] = ["Payment", "Refund", "Refund"]  # ... which line 3 already is
+    lines[2] = json.dumps(other)
     _rewrite(path, lines)
-    with pytest.raises(BundleError, match=r"intents.jsonl:4: path of depth 2 but line 1 has depth 3"):
+    with pytest.raises(BundleError, match=r"intents.jsonl:4: .*Payment > Refund > Refund \(padded to depth 3"):
         read_bundle(tiny_bundle)
 
 

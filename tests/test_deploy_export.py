@@ -30,10 +30,12 @@ SESSIONS = [["where is my parcel"], ["cancel my order pls"], ["i want to cancel"
             ["x" * 3000], ["refund not in yet"] * 30]
 
 
-def make_tiny_run(root: Path, steps: int = 20) -> Path:
-    """A tiny HTC trained for a few steps, checkpointed inside a run directory with its saved Hydra config."""
-    bundle = write_tiny_bundle(root / "tiny")
-    (bundle / "sessions" / "valid.jsonl").write_text("".join(json.dumps(r) + "\n" for r in VALID), encoding="utf-8")
+def make_tiny_run(root: Path, steps: int = 20, bundle: Path | None = None) -> Path:
+    """A tiny HTC trained for a few steps on `bundle` (default: the tiny bundle with valid sessions),
+    checkpointed inside a run directory with its saved Hydra config."""
+    if bundle is None:
+        bundle = write_tiny_bundle(root / "tiny")
+        (bundle / "sessions" / "valid.jsonl").write_text("".join(json.dumps(r) + "\n" for r in VALID), encoding="utf-8")
     pl.seed_everything(0)
     dm = MTICDataModule(bundle, view=NaiveConcatView(), batch_size=16)
     model = HTC("tiny-bert", dm.taxonomy, tree_height=2, node_dim=16, dropout=0.0, lr=2e-3, head_lr=5e-3,

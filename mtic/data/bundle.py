@@ -22,6 +22,7 @@ from mtic.data.schema import (
     SingleTurnQuery,
     Turn,
 )
+from mtic.data.taxonomy import padded_path
 
 BUNDLE_FILE = "bundle.yaml"
 INTENTS_FILE = "intents.jsonl"
@@ -202,13 +203,16 @@ def _read_meta(root: Path) -> BundleMeta:
 
 
 def read_intents(path: Path) -> list[Intent]:
-    """Read and validate `intents.jsonl`: unique ids, non-empty titles, a consistent tree of paths."""
+    """Read and validate `intents.jsonl`: unique ids, non-empty titles, non-empty category paths.
+
+    A category is its path: names may repeat under different parents ("Hotel > Inform", "Attraction > Inform"),
+    and paths may have different depths (a shallower one is padded by repeating its leaf, see
+    `mtic.data.taxonomy`); two intents may not end at the same (padded) path.
+    """
     if not _require_file(path):
         raise MissingBundleFileError(path, "every bundle needs intents.jsonl")
     intents: list[Intent] = []
     seen: dict[str, int] = {}
-    parent_of: dict[tuple[int, str], tuple[str, int]] = {}
-    depth: tuple[int, int] | None = None
     for line, row in iter_jsonl(path):
         intent_id = _text(row.get("id"), path, line, "id")
         if intent_id in seen:
@@ -219,23 +223,6 @@ def read_intents(path: Path) -> list[Intent]:
         if not isinstance(raw_path, list) or not raw_path:
             raise BundleError(path, "'path' must be a non-empty list of category names, root first", line)
         names = tuple(_text(p, path, line, "path") for p in raw_path)
-        if depth is None:
-            depth = (len(names), line)
-        elif len(names) != depth[0]:
-            raise BundleError(
-                path, f"path of depth {len(names)} but line {depth[1]} has depth {depth[0]}: all paths need one depth", line
-            )
-        for level in range(1, len(names)):
-            node = (level, names[level])
-            parent = names[level - 1]
-            if node in parent_of and parent_of[node][0] != parent:
-                first_parent, first_line = parent_of[node]
-                raise BundleError(
-                    path,
-                    f"'{names[level]}' has two parents: '{parent}' here and '{first_parent}' on line {first_line}",
-                    line,
-                )
-            parent_of.setdefault(node, (parent, line))
         optional = {}
         for key in ("title_en", "label", "label_en"):
             if row.get(key) is not None:
@@ -243,12 +230,19 @@ def read_intents(path: Path) -> list[Intent]:
         intents.append(Intent(id=intent_id, title=title, path=names, **optional))
     if not intents:
         raise BundleError(path, "no intents")
-    leaves: dict[str, str] = {}
+    depth = max(len(i.path) for i in intents)
+    owner: dict[tuple[str, ...], str] = {}
     for intent in intents:
-        leaf = intent.path[-1]
-        if leaf in leaves:
-            raise BundleError(path, f"leaf class '{leaf}' is used by two intents: '{leaves[leaf]}' and '{intent.id}'", seen[intent.id])
-        leaves[leaf] = intent.id
+        leaf = padded_path(intent.path, depth)
+        if leaf in owner:
+            padding = "" if leaf == intent.path else f" (padded to depth {depth} by repeating its leaf)"
+            raise BundleError(
+                path,
+                f"intent '{intent.id}' has the class path {' > '.join(leaf)}{padding}, already the path of intent "
+                f"'{owner[leaf]}' (line {seen[owner[leaf]]}): every intent needs a path of its own",
+                seen[intent.id],
+            )
+        owner[leaf] = intent.id
     return intents
 
 

@@ -1,32 +1,73 @@
-"""The label hierarchy of a bundle: levels, per-level class ids, parents, titles and labels."""
+"""The label hierarchy of a bundle: levels, per-level class ids, parents, titles and labels.
+
+A category is identified by its **path** (root first), not by its name: `Hotel > Inform` and
+`Attraction > Inform` are two classes of level 2 that share the display name "Inform". Intents may sit at
+different depths; a shallower intent's path is padded to the deepest level by repeating its leaf
+(`Billing > Refund` in a 3-level taxonomy is the class `Billing > Refund > Refund` of level 3), so every model
+sees one tree of `depth` levels and each intent is exactly one class of the last level.
+"""
 from __future__ import annotations
 
-from mtic.data.schema import Intent
+from collections.abc import Sequence
+
+from mtic.data.schema import Intent, normalise_text
+
+ClassPath = tuple[str, ...]
+
+
+def padded_path(path: Sequence[str], depth: int) -> ClassPath:
+    """`path` repeated at its leaf down to `depth` levels (a path already `depth` long is unchanged)."""
+    path = tuple(path)
+    return path + (path[-1],) * (depth - len(path))
+
+
+def _class_order(prefix: ClassPath) -> tuple[str, ClassPath]:
+    """Classes of a level sort by display name, then by path: ids stay what they were for taxonomies whose names
+    are unique at every level (checkpoints and exported models of those keep their class ids)."""
+    return prefix[-1], prefix
+
+
+def _shared_keys(texts: dict[str, str]) -> set[str]:
+    """Normalised texts that more than one entry has."""
+    counts: dict[str, int] = {}
+    for text in texts.values():
+        key = normalise_text(text)
+        counts[key] = counts.get(key, 0) + 1
+    return {key for key, n in counts.items() if n > 1}
 
 
 class Taxonomy:
     """Intents organised as a tree of `depth` levels; the last level holds one class per intent.
 
-    `levels[l]` lists the class names of level l (sorted, so ids are stable); `parents[l][c]` is the id of
-    the level l-1 parent of class c of level l (`parents[0]` is all -1). A plain class, not a dataclass, so that
-    Hydra's `instantiate` passes it through untouched instead of turning it into a config node.
+    `nodes[l]` lists the class paths of level l (root-first prefixes of the intents' padded paths, sorted by
+    name then path, so ids are stable); `levels[l]` their display names (the last element, may repeat across
+    parents); `parents[l][c]` is the id of the level l-1 parent of class c of level l (`parents[0]` is all -1).
+    A plain class, not a dataclass, so that Hydra's `instantiate` passes it through untouched instead of turning
+    it into a config node.
     """
 
     def __init__(self, intents: list[Intent]) -> None:
         if not intents:
             raise ValueError("a taxonomy needs at least one intent")
         self.intents = list(intents)
-        depth = len(self.intents[0].path)
-        self.levels = [sorted({i.path[level] for i in self.intents}) for level in range(depth)]
-        self._level_index = [{name: k for k, name in enumerate(names)} for names in self.levels]
+        depth = max(len(i.path) for i in self.intents)
+        self.paths = {i.id: padded_path(i.path, depth) for i in self.intents}
+        by_path: dict[ClassPath, str] = {}
+        for intent_id, path in self.paths.items():
+            if path in by_path:
+                raise ValueError(f"intents '{by_path[path]}' and '{intent_id}' share the class path {' > '.join(path)}")
+            by_path[path] = intent_id
+        self._intent_by_path = by_path
+        self.nodes: list[list[ClassPath]] = [
+            sorted({path[: level + 1] for path in self.paths.values()}, key=_class_order) for level in range(depth)
+        ]
+        self.levels = [[prefix[-1] for prefix in level] for level in self.nodes]
+        self._node_index = [{prefix: k for k, prefix in enumerate(level)} for level in self.nodes]
         self._index = {intent.id: k for k, intent in enumerate(self.intents)}
-        self.parents = [[-1] * len(self.levels[0])]
+        self._unique: dict[bool, dict[str, str]] = {}
+        self.parents = [[-1] * len(self.nodes[0])]
         for level in range(1, depth):
-            parent_ids = [-1] * len(self.levels[level])
-            for intent in self.intents:
-                child = self._level_index[level][intent.path[level]]
-                parent_ids[child] = self._level_index[level - 1][intent.path[level - 1]]
-            self.parents.append(parent_ids)
+            self.parents.append([self._node_index[level - 1][prefix[:-1]] for prefix in self.nodes[level]])
 
     @classmethod
     def from_intents(cls, intents: list[Intent]) -> Taxonomy:
@@ -63,8 +104,12 @@ class Taxonomy:
 
     def level_ids(self, intent_id: str) -> list[int]:
         """Class id at every level for an intent, root first."""
-        path = self.intent(intent_id).path
-        return [self._level_index[level][name] for level, name in enumerate(path)]
+        path = self.paths[intent_id]
+        return [self._node_index[level][path[: level + 1]] for level in range(self.depth)]
+
+    def class_path(self, level: int, class_id: int) -> ClassPath:
+        """The path (root first) that identifies class `class_id` of `level` (0 = root level)."""
+        return self.nodes[level][class_id]
 
     def parent_path(self, intent_id: str) -> tuple[str, ...]:
         """The category path above the leaf (used to tell switches within a category from away)."""
@@ -72,18 +117,35 @@ class Taxonomy:
 
     def leaf_to_intent(self, leaf_id: int) -> str:
         """Intent id of a class of the last level."""
-        name = self.levels[-1][leaf_id]
-        return next(i.id for i in self.intents if i.path[-1] == name)
+        return self._intent_by_path[self.nodes[-1][leaf_id]]
 
     def leaf_intent_ids(self) -> list[str]:
         """Intent id of every last-level class, in class-id order."""
-        by_leaf = {i.path[-1]: i.id for i in self.intents}
-        return [by_leaf[name] for name in self.levels[-1]]
+        return [self._intent_by_path[path] for path in self.nodes[-1]]
 
     def title(self, intent_id: str, english: bool = False) -> str:
         """Verbose title; the English one when asked and available."""
         intent = self.intent(intent_id)
         return intent.title_en if english and intent.title_en else intent.title
+
+    def unique_title(self, intent_id: str, english: bool = False) -> str:
+        """`title`, followed by the intent's category path in parentheses when another intent has the same title
+        (case- and space-insensitive): "Inform (Hotel)" and "Inform (Attraction)"; the whole path when even the
+        categories above the leaf are the same. Label sets built from titles (verbose targets, extractive
+        compression) stay unique on taxonomies that repeat names."""
+        return self._unique_titles(english)[intent_id]
+
+    def _unique_titles(self, english: bool) -> dict[str, str]:
+        if english in self._unique:
+            return self._unique[english]
+        titles = {i: self.title(i, english) for i in self.ids}
+        shared = _shared_keys(titles)
+        qualified = {i: f"{t} ({' > '.join(self.intent(i).path[:-1] or self.intent(i).path)})" if normalise_text(t) in shared
+                     else t for i, t in titles.items()}
+        still = _shared_keys(qualified)
+        self._unique[english] = {i: f"{titles[i]} ({' > '.join(self.intent(i).path)})" if normalise_text(q) in still
+                                 else q for i, q in qualified.items()}
+        return self._unique[english]
 
     def curated_label(self, intent_id: str, english: bool = False) -> str | None:
         """The bundle's curated compressed label: `label_en` when `english`, else `label`.

@@ -159,6 +159,7 @@ class IntentClassifier:
         for row, leaf in enumerate(leaves.tolist()):
             intent = self.taxonomy.intent(self.leaf_intents[leaf])
             levels = [{"level": level + 1, "name": self.taxonomy.levels[level][cid],
+                       "path": list(self.taxonomy.class_path(level, cid)),
                        "probability": round(float(probs[level][row, cid]), 6)}
                       for level, cid in enumerate(self.leaf_paths[leaf].tolist())]
             top = [{"intent": self.leaf_intents[c], "title": self.taxonomy.intent(self.leaf_intents[c]).title,

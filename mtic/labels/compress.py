@@ -194,7 +194,7 @@ def compress_labels(
     if unknown:
         raise ValueError(f"ids not in the taxonomy: {unknown[:5]}")
     reserved_keys = {normalize_text(r) for r in reserved}
-    titles = {i: taxonomy.title(i, english=english) for i in order}
+    titles = {i: taxonomy.unique_title(i, english=english) for i in order}
     proposals: dict[str, list[tuple[str, str]]] = {}
     for i in order:
         title = titles[i]

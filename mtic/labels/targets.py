@@ -141,7 +141,7 @@ class LabelSet:
             self._labels = {i: symbols_by_id[i] for i in taxonomy.ids}
             self.sources = dict.fromkeys(taxonomy.ids, SYMBOL)
         else:  # original and summary both answer the verbose title
-            self._labels = {i: taxonomy.title(i, english=self.cross_lingual).strip() for i in taxonomy.ids}
+            self._labels = {i: taxonomy.unique_title(i, english=self.cross_lingual).strip() for i in taxonomy.ids}
             self.sources = dict.fromkeys(taxonomy.ids, TITLE)
         self._by_key = self._check_unique(self._labels)
 
@@ -175,7 +175,7 @@ class LabelSet:
         self._check_unique(fixed)
         missing = [i for i in tax.ids if i not in fixed]
         if missing:
-            titles = [tax.title(i, english=self.cross_lingual) for i in tax.ids]
+            titles = [tax.unique_title(i, english=self.cross_lingual) for i in tax.ids]
             choices = compress_labels(
                 tax, HashedEmbedder(titles), word_count, english=self.cross_lingual, ids=missing,
                 reserved=fixed.values(), **FALLBACK_LIMITS,

@@ -306,8 +306,8 @@ class HTC(pl.LightningModule):
                     or {}) else "not an mtic HTC classifier checkpoint")
             raise ArtifactError(path, f"{kind}: it has no {INTENTS_KEY!r} taxonomy or no state_dict")
         try:
-            intents = [Intent(r["id"], r["title"], tuple(r["path"]), r.get("title_en"), r.get("label"))
-                       for r in checkpoint[INTENTS_KEY]]
+            intents = [Intent(r["id"], r["title"], tuple(r["path"]), r.get("title_en"), r.get("label"),
+                              r.get("label_en")) for r in checkpoint[INTENTS_KEY]]
             hparams = dict(checkpoint["hyper_parameters"])
             hparams["level_decoding"] = level_decoding_of(hparams)  # checkpoints before the rename say `decoding`
             hparams.pop("decoding", None)
