@@ -42,7 +42,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from mtic.data.errors import BundleError
-    from mtic.data.stats import bundle_dir_stats, stats_table
+    from mtic.data.stats import stats_report
     from mtic.dataset_factories.prepare import option_value, prepare
 
     options = {}
@@ -57,15 +57,15 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     if Path(args.out).exists() and not args.overwrite:
         raise BundleError(args.out, "already exists; pass --overwrite to replace it")
     path = prepare(args.source, Path(args.src), Path(args.out), overwrite=args.overwrite, **options)
-    print(stats_table([bundle_dir_stats(path)]))
+    print(stats_report([path]), end="")
     print(f"wrote the {args.source} bundle to {path} (gold labels of unlabeled.jsonl: sessions/unlabeled.gold.jsonl)")
     return 0
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
-    from mtic.data.stats import bundle_dir_stats, stats_table
+    from mtic.data.stats import stats_report
 
-    print(stats_table([bundle_dir_stats(path) for path in args.bundles]))
+    print(stats_report(args.bundles), end="")
     return 0
 
 

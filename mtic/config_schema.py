@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationKeyError
 
 from mtic.clara.llm.base import DECODES as LLM_DECODES
 from mtic.hub.constants import BACKBONE_KINDS
@@ -76,14 +77,20 @@ RULES: tuple[Rule, ...] = (
 )
 
 _MISSING = object()
+_UNRESOLVED = object()
 
 
 def _get(cfg: DictConfig, dotted: str) -> Any:
+    """The value at `dotted`; _MISSING when absent; _UNRESOLVED when it interpolates a key that is absent (that key's
+    own rule reports it: `market.name` follows `market.bundle`)."""
     node: Any = cfg
     for part in dotted.split("."):
         if not isinstance(node, DictConfig) or part not in node:
             return _MISSING
-        node = node[part]
+        try:
+            node = node[part]
+        except InterpolationKeyError:
+            return _UNRESOLVED
     if isinstance(node, DictConfig) or OmegaConf.is_list(node):
         return OmegaConf.to_container(node, resolve=False)
     return node
@@ -140,6 +147,8 @@ def validate_config(cfg: DictConfig, rules: Sequence[Rule] = RULES) -> None:
     problems = unread_groups(cfg)
     for rule in rules:
         value = _get(cfg, rule.key)
+        if value is _UNRESOLVED:
+            continue
         if value is _MISSING or value is None:
             if rule.required:
                 problems.append(f"missing required key '{rule.key}'")

@@ -5,6 +5,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from mtic.data.bundle import Bundle, read_bundle, read_unlabeled_gold
+from mtic.data.languages import encoder_for, encoder_reason, language_counts, language_mismatch
 from mtic.data.schema import SESSION_SPLITS, Session, normalise_text
 from mtic.data.taxonomy import Taxonomy
 
@@ -23,6 +24,8 @@ TABLE1_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 EXTRA_COLUMNS: tuple[tuple[str, str], ...] = (
     ("levels", "Levels"),
+    ("texts_by_language", "Texts by language (script)"),
+    ("encoder", "Default encoder"),
     ("single_turn_valid", "Single-turn valid"),
     ("sessions_train", "Multi-turn train"),
     ("sessions_unlabeled", "Unlabelled"),
@@ -79,12 +82,19 @@ def bundle_stats(bundle: Bundle, extra_training: Iterable[Session] = ()) -> dict
     all_sessions = [s for split in SESSION_SPLITS for s in bundle.sessions.get(split, [])]
     share = bundle.meta.extra.get(FOLLOWUP_SHARE_KEY)
     test = bundle.sessions.get("test")
+    languages = list(bundle.meta.languages)
+    texts = [q.text for q in bundle.single_turn] + [t.text for s in all_sessions for t in s.turns]
+    by_language = language_counts(texts, languages)
     row = {
         "name": bundle.meta.name,
         "market": bundle.meta.market,
-        "languages": list(bundle.meta.languages),
+        "languages": languages,
         "intents": len(bundle.intents),
         "levels": taxonomy.depth,
+        "language_counts": by_language,
+        "texts_by_language": ", ".join(f"{label} {n:,}" for label, n in by_language.items()) or None,
+        "language_warning": language_mismatch(by_language),
+        "encoder": f"{encoder_for(languages)} ({encoder_reason(languages)})",
         "single_turn_train": sum(1 for q in bundle.single_turn if q.split == "train"),
         "single_turn_valid": sum(1 for q in bundle.single_turn if q.split == "valid"),
         "mean_turns": sum(len(s.turns) for s in all_sessions) / len(all_sessions) if all_sessions else None,
@@ -131,3 +141,11 @@ def stats_table(rows: Sequence[dict], extra: bool = True,
     for row in rows:
         lines.append("| " + " | ".join(_cell(row.get(key)) for key, _ in columns) + " |")
     return "\n".join(lines) + "\n"
+
+
+def stats_report(bundles: Sequence[str | Path]) -> str:
+    """`stats_table` of bundle directories followed by one `warning:` line per bundle whose texts are mostly in a
+    script none of its declared languages uses (what `mtic data stats`, `prepare` and `import` print)."""
+    rows = [bundle_dir_stats(path) for path in bundles]
+    warnings = [f"warning: {path}: {row['language_warning']}" for path, row in zip(bundles, rows) if row["language_warning"]]
+    return stats_table(rows) + "".join(line + "\n" for line in warnings)

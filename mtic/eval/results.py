@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from mtic.config_resolvers import market_choice
 from mtic.eval.supervision import Supervision
 
 RESULTS_FILE = "results.json"
@@ -175,6 +176,7 @@ def write_results(
         "experiment": cfg.get("experiment"),
         "market": cfg.market.name,
         "languages": list(cfg.market.languages),
+        "market_choice": market_choice(cfg),
         "method": cfg.get("method"),
         **ablation_settings(cfg),
         "seed": cfg.get("seed"),
