@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     stats = data.add_parser("stats", help="Table-1 style statistics of bundles, leaked valid/test turns included")
     stats.add_argument("bundles", nargs="+")
     stats.set_defaults(func=_cmd_stats)
+    from mtic.dataset_factories.importer.cli import add_import_command
+
+    add_import_command(data)  # mtic data import
     labels = groups.add_parser("labels", help="label targets").add_subparsers(dest="command", required=True)
     compress = labels.add_parser("compress", help="compress verbose titles to ~2-word labels (reviewable file)")
     compress.add_argument("bundle")
