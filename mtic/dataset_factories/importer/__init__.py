@@ -51,10 +51,10 @@ class ImportOptions:
         if not (self.queries or self.logs or self.dataset):
             raise BundleError(COMMAND, "no input: give --queries, --logs and/or --dataset")
         for flag, share in (("--test-share", self.shares.test), ("--valid-share", self.shares.valid)):
-            if not 0.0 <= share < 1.0:
-                raise BundleError(COMMAND, f"{flag} must be in [0, 1), got {share}")
-        if self.shares.test + self.shares.valid >= 1.0:
-            raise BundleError(COMMAND, "--test-share + --valid-share must be under 1 (the rest is train)")
+            if not 0.0 <= share <= 1.0:
+                raise BundleError(COMMAND, f"{flag} must be in [0, 1], got {share}")
+        if self.shares.test + self.shares.valid > 1.0:
+            raise BundleError(COMMAND, "--test-share + --valid-share must be at most 1 (the rest is train)")
 
 
 @dataclass(frozen=True)
