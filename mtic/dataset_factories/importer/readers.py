@@ -207,8 +207,3 @@ def rows_of(table: Table, kind: str, columns: Columns) -> Iterator[Row]:
             source=table.source,
             line=line,
         )
-
-
-def has_column(table: Table, name: str) -> bool | None:
-    """Whether a table with a header has the column `name` (None for JSON rows, which have no header)."""
-    return None if table.columns is None else name in table.columns
