@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,22 +14,27 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from mtic.data.bundle import Bundle, read_bundle, read_sessions
 from mtic.data.schema import Session, SingleTurnQuery
 from mtic.data.taxonomy import Taxonomy
-from mtic.eval.supervision import (
-    FILE_PREFIX,
-    PSEUDO_LABELS,
-    SINGLE_TURN,
-    SINGLE_TURN_VALID,
-    Supervision,
-    sessions_source,
+from mtic.eval.supervision import SINGLE_TURN, Supervision, sessions_source
+from mtic.inputs.data_plan import (
+    CARVED_VALID_SHARE,
+    EMPTY_VALIDATION,
+    NO_SESSIONS,
+    PSEUDO_PREFIX,
+    SINGLE_TURN_SOURCE,
+    ValidationPlan,
+    is_file_source,
+    require_data,
+    resolve_validation,
+    single_turn_training,
+    source_list,
+    source_name,
 )
 from mtic.inputs.encoding import Encoder, PadCollator
 from mtic.inputs.views import View, ViewExample, labelled_prefixes
 
 log = logging.getLogger("mtic")
-NO_SESSIONS = "none"
-CARVED_VALID_SHARE = 0.1             # single-turn queries held out for selection when there is no valid split
-SINGLE_TURN_SOURCE = "single_turn"   # valid_sessions: the single-turn queries of the valid split
-PSEUDO_PREFIX = "pseudo:"            # a sessions file labelled by an LLM, e.g. pseudo:/run/pseudo_train.jsonl
+__all__ = ["CARVED_VALID_SHARE", "NO_SESSIONS", "PSEUDO_PREFIX", "SINGLE_TURN_SOURCE", "MTICDataModule",
+           "config_supervision", "planned_supervision", "source_list"]
 
 
 class EncodedDataset(Dataset):
@@ -73,27 +79,14 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         return (len(self.lengths) + self.batch_size - 1) // self.batch_size
 
 
-def _source_name(spec: str) -> str:
-    if spec.startswith(PSEUDO_PREFIX):
-        return PSEUDO_LABELS
-    if Path(spec).suffix == ".jsonl":
-        return FILE_PREFIX + Path(spec).name
-    return SINGLE_TURN_VALID if spec == SINGLE_TURN_SOURCE else sessions_source(spec)
-
-
-def source_list(spec: str | Sequence[str]) -> list[str]:
-    """A sessions spec as a list of sources: one name, or several (a list) whose sessions are pooled."""
-    return [spec] if isinstance(spec, str) else [str(s) for s in spec]
-
-
 def planned_supervision(train_single_turn: bool, train_sessions: str, valid_sessions: str | Sequence[str]
                         ) -> Supervision:
     """The label sources of a data config (a valid split counts as read even if the bundle lacks it): what a
     pipeline checks against `label_free` before any compute."""
     train = [SINGLE_TURN] if train_single_turn else []
     if train_sessions != NO_SESSIONS:
-        train.append(_source_name(train_sessions))
-    selection = [_source_name(s) for s in source_list(valid_sessions) if s != NO_SESSIONS]
+        train.append(source_name(train_sessions))
+    selection = [source_name(s) for s in source_list(valid_sessions) if s != NO_SESSIONS]
     return Supervision(train=train, selection=selection, evaluation=[sessions_source("test")])
 
 
@@ -153,6 +146,8 @@ class MTICDataModule(pl.LightningDataModule):
         self.collator: PadCollator | None = None
         self.datasets: dict[str, EncodedDataset] = {}
         self._single_turn_parts: tuple[list[SingleTurnQuery], list[SingleTurnQuery]] | None = None
+        self._validation: ValidationPlan | None = None
+        self.training_fallback: str | None = None   # set by `plan`: what trains when a configured source is absent
 
     def set_encoder(self, encoder: Encoder, pad_token_id: int) -> None:
         """Install the model's encoder (it owns the tokenizer) and reset encoded data."""
@@ -164,7 +159,7 @@ class MTICDataModule(pl.LightningDataModule):
     def training_sessions(self) -> list[Session]:
         """Sessions the model trains on, single-turn queries included as one-turn sessions."""
         sessions: list[Session] = []
-        if self.train_single_turn:
+        if self._trains_on_single_turn():
             queries = self._single_turn_split()[0]
             sessions += [q.as_session(f"single-{k}") for k, q in enumerate(queries)]
         if self.train_sessions != NO_SESSIONS:
@@ -173,9 +168,14 @@ class MTICDataModule(pl.LightningDataModule):
             raise ValueError("no training data: enable train_single_turn or set train_sessions")
         return sessions
 
+    def _trains_on_single_turn(self) -> bool:
+        """`train_single_turn`, unless the bundle has no single-turn training queries (then the sessions alone
+        train, as `plan` checks and says)."""
+        return self.train_single_turn and bool(single_turn_training(self.bundle))
+
     def _session_source(self, source: str, require_target: bool = False) -> list[Session]:
         path = Path(source.removeprefix(PSEUDO_PREFIX))
-        if path.suffix == ".jsonl":
+        if is_file_source(source):
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: sessions file not found")
             return read_sessions(path, set(self.taxonomy.ids), require_target=require_target)
@@ -185,12 +185,9 @@ class MTICDataModule(pl.LightningDataModule):
         """(training, validation) single-turn queries. Without a 'valid' split in single_turn.jsonl, a seeded
         `CARVED_VALID_SHARE` of the training queries is held out for validation (and leaves training), once."""
         if self._single_turn_parts is None:
-            train = self.bundle.require_single_turn("train")
+            train = single_turn_training(self.bundle)
             valid = [q for q in self.bundle.single_turn if q.split == "valid"]
-            if not valid and SINGLE_TURN_SOURCE in source_list(self.valid_sessions):
-                if len(train) < 2:
-                    raise ValueError(f"{self.bundle.root}: single_turn.jsonl has no 'valid' split and too few "
-                                     "queries to hold some out for model selection (data.valid_sessions)")
+            if not valid and self.validation_plan().carve:
                 order = list(range(len(train)))
                 random.Random(self.seed).shuffle(order)
                 held = set(order[: max(1, round(CARVED_VALID_SHARE * len(train)))])
@@ -204,15 +201,32 @@ class MTICDataModule(pl.LightningDataModule):
     def _single_turn_valid(self) -> list[Session]:
         return [q.as_session(f"valid-{k}") for k, q in enumerate(self._single_turn_split()[1])]
 
-    def _valid_sources(self) -> list[str]:
-        """The validation sources actually read: a missing bundle split falls back to single-turn valid queries."""
-        def resolved(spec: str) -> str:
-            if spec not in (SINGLE_TURN_SOURCE, NO_SESSIONS) and spec not in self.bundle.sessions \
-                    and Path(spec.removeprefix(PSEUDO_PREFIX)).suffix != ".jsonl":
-                return SINGLE_TURN_SOURCE
-            return spec
+    def validation_plan(self) -> ValidationPlan:
+        """Where model selection reads from, with the bundle's fallbacks (mtic/inputs/data_plan.py)."""
+        if self._validation is None:
+            self._validation = resolve_validation(self.bundle, self.valid_sessions)
+        return self._validation
 
-        return list(dict.fromkeys(resolved(s) for s in source_list(self.valid_sessions) if s != NO_SESSIONS))
+    def _valid_sources(self) -> list[str]:
+        """The validation sources actually read (see `validation_plan`)."""
+        return list(self.validation_plan().used)
+
+    def plan(self, where: str, fit: bool = True, test: bool = True, test_without: str | None = None
+             ) -> ValidationPlan:
+        """Check, before any model loads, that the data a fit / test needs exists (one-line errors naming the file
+        and the override), then fix and say (log) the validation source; no validation session at all means no
+        model selection. `test_without`: the override that skips testing, named in the error."""
+        data = {"train_single_turn": self.train_single_turn, "train_sessions": self.train_sessions}
+        self.training_fallback = require_data(self.bundle, data, where, fit, test, test_without)
+        if self.training_fallback:
+            log.warning("[mtic] %s", self.training_fallback)
+        plan = self.validation_plan()
+        if fit:
+            size = len(self.evaluation_sessions("valid")) if plan.selects else 0
+            if plan.selects and size == 0:
+                plan = replace(plan, used=(), carve=False, fallback=EMPTY_VALIDATION)
+            self._validation = plan = replace(plan, valid_size=size)
+        return plan
 
     def evaluation_sessions(self, split: str) -> list[Session]:
         """Test sessions (or any bundle split), or the validation sessions of `valid_sessions` for 'valid' (the
@@ -230,7 +244,8 @@ class MTICDataModule(pl.LightningDataModule):
 
     def supervision(self) -> Supervision:
         """The label sources training and validation read with these settings (nothing is loaded)."""
-        return planned_supervision(self.train_single_turn, self.train_sessions, self._valid_sources() or NO_SESSIONS)
+        return planned_supervision(self._trains_on_single_turn(), self.train_sessions,
+                                   self._valid_sources() or NO_SESSIONS)
 
     def train_examples(self) -> list[ViewExample]:
         """The training examples (views of the training sessions), subsampled to `max_train_examples` (seeded)."""

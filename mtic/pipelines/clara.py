@@ -42,6 +42,7 @@ from mtic.data.taxonomy import Taxonomy
 from mtic.eval.metrics import IntentMetrics
 from mtic.eval.results import results_line, update_results, write_predictions, write_results
 from mtic.eval.supervision import GOLD_UNLABELED, PSEUDO_LABELS, SINGLE_TURN, Supervision, sessions_source
+from mtic.inputs.data_plan import no_selection, require_demos, require_split, require_test
 from mtic.inputs.datamodule import NO_SESSIONS, PSEUDO_PREFIX, SINGLE_TURN_SOURCE
 from mtic.pipelines.candidate_model import ensure_candidate_model, identity, plan_candidates
 from mtic.pipelines.train_eval import bundle_dir_of
@@ -183,15 +184,17 @@ def _gold(bundle: Bundle, sessions: Sequence[Session], taxonomy: Taxonomy) -> di
 def pseudo_label_stage(cfg: DictConfig, self_consistency: str, sc_orders: int, sc_seed: int,
                        retrieval: Mapping[str, Any], unlabeled: Mapping[str, Any], batch_size: int,
                        labels: Mapping[str, Any], matcher: Mapping[str, Any], pseudo_labels: str | None, progress: bool,
-                       artifact_dir: str) -> tuple[dict[str, Any], Supervision]:
+                       artifact_dir: str, test: bool = False) -> tuple[dict[str, Any], Supervision]:
     """Pseudo-label (or resume, or reuse) and return the summary (its `files.sessions` holds the kept sessions)
-    and the label sources the stage read (single-turn demos, M_c)."""
+    and the label sources the stage read (single-turn demos, M_c). The bundle parts the run needs (demos, the
+    sessions to label, the test sessions when `test`) are checked first: a missing one stops it before any model."""
     vote = voting(self_consistency, sc_orders, sc_seed)
     n_orders, rule = vote.n_orders, vote.rule
     bundle_dir = bundle_dir_of(cfg)
     bundle = read_bundle(bundle_dir)
-    taxonomy = Taxonomy.from_intents(bundle.intents)
     split = unlabeled.get("split", "unlabeled")
+    _require_clara_inputs(bundle, split, f"experiment '{cfg.experiment}'", test)
+    taxonomy = Taxonomy.from_intents(bundle.intents)
     sessions = bundle.require_sessions(split)
     cap = unlabeled.get("max_sessions")
     sessions = sessions[: int(cap)] if cap else sessions
@@ -218,6 +221,16 @@ def pseudo_label_stage(cfg: DictConfig, self_consistency: str, sc_orders: int, s
         used.add(evaluation=[sessions_source(split) if split in bundle.sessions and any(
             s.target is not None for s in sessions) else GOLD_UNLABELED])
     return summary, used
+
+
+def _require_clara_inputs(bundle: Bundle, split: str, where: str, test: bool) -> None:
+    """Demos, the chat logs to pseudo-label and, when the run tests, the test sessions (one-line errors)."""
+    require_demos(bundle, where)
+    require_split(bundle, split, f"{where} pseudo-labels the chat logs of this file, but it is missing: add it (e.g. "
+                                 "mtic data import ... --logs chats.jsonl), or pipeline.unlabeled.split=<a sessions "
+                                 "split the bundle has>")
+    if test:
+        require_test(bundle, where, "pipeline.test=false to pseudo-label and train only")
 
 
 def _default_artifact_dir(cfg: DictConfig) -> str:
@@ -273,7 +286,7 @@ def _pseudo_then_train(cfg: DictConfig, fit: bool, test: bool, pseudo_valid: Map
             raise ConfigError(f"'data.{key}' is {cfg.data.get(key)!r}: CLARA trains and selects the model on its "
                               f"pseudo-labelled sessions, so data.{key} must be none")
     started = time.time()
-    summary, used = pseudo_label_stage(cfg, **stage)
+    summary, used = pseudo_label_stage(cfg, **stage, test=test)
     run_dir = Path(cfg.paths.run_dir)
     _copy_summary(summary, run_dir)
     sessions_file = summary["files"]["sessions"]
@@ -326,6 +339,10 @@ def lara(cfg: DictConfig, self_consistency: str = NO_SC, sc_orders: int = 1, sc_
     n_orders, rule = vote.n_orders, vote.rule
     bundle_dir = bundle_dir_of(cfg)
     bundle = read_bundle(bundle_dir)
+    where = f"experiment '{cfg.experiment}'"
+    require_demos(bundle, where)
+    require_split(bundle, split, f"{where} classifies the labelled sessions of this file, but it is missing: add it, "
+                                 "or pipeline.split=<a labelled sessions split the bundle has>")
     taxonomy = Taxonomy.from_intents(bundle.intents)
     sessions = bundle.require_sessions(split)
     sessions = sessions[: int(max_sessions)] if max_sessions else sessions
@@ -357,7 +374,8 @@ def lara(cfg: DictConfig, self_consistency: str = NO_SC, sc_orders: int = 1, sc_
              "llm_answers": {"answer_statuses": summary["answer_statuses"],
                              "session_statuses": summary["session_statuses"],
                              "llm_stats": labeler.llm_stats(), "answered": sum(r["intent"] is not None for r in rows)},
-             "candidates": (retrieval.get("candidates") or {}).get("source", "none")}
+             "candidates": (retrieval.get("candidates") or {}).get("source", "none"),
+             "selection": no_selection("the LLM labels the sessions, no model is trained (M_c selects its own)")}
     path = write_results(run_dir, cfg, metrics, len(sessions), started, extra=extra, supervision=used)
     print(results_line(cfg, metrics, len(sessions), path))
     return metrics

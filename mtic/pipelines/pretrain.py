@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from mtic.eval.results import write_results
-from mtic.pipelines.train_eval import build_components, build_trainer, finish_loggers
+from mtic.pipelines.train_eval import build_datamodule, build_model, finish_loggers, fit_trainer, selection_rule
 
 log = logging.getLogger("mtic")
 MERGED_DIR = "merged"
@@ -22,13 +22,15 @@ def run(cfg: DictConfig, merged_dir: str | None = None) -> dict[str, float]:
     """
     started = time.time()
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule, model = build_components(cfg)
-    trainer = build_trainer(cfg)
+    datamodule = build_datamodule(cfg)
+    plan = datamodule.plan(f"experiment '{cfg.experiment}'", fit=True, test=False)
+    model = build_model(cfg, datamodule)
+    trainer = fit_trainer(cfg, plan)
     trainer.fit(model, datamodule=datamodule)
     out = Path(merged_dir or Path(cfg.paths.run_dir) / MERGED_DIR)
     model.save_merged(out)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    write_results(cfg.paths.run_dir, cfg, metrics, test_size=0, started_at=started, extra={"merged_model": str(out)})
+    write_results(cfg.paths.run_dir, cfg, metrics, test_size=0, started_at=started, extra={"merged_model": str(out), "selection": plan.record(selection_rule(cfg))})
     print(f"[mtic] merged domain-adapted model: {out}\n[mtic] symbol-tune from it: backbone.name={out}")
     finish_loggers(trainer)
     return metrics

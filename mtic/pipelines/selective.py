@@ -19,8 +19,10 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mtic.config_schema import ConfigError
+from mtic.data.bundle import read_bundle
 from mtic.eval.results import update_results
 from mtic.eval.supervision import SELECTOR_GOLD, SINGLE_TURN, Supervision
+from mtic.inputs.data_plan import require_data
 from mtic.inputs.datamodule import config_supervision
 from mtic.inputs.views import VIEW_NAMES, SelectedConcatView, view_target
 from mtic.models.selector import SELECTOR_DIR
@@ -69,7 +71,9 @@ def run(cfg: DictConfig, selector: Mapping[str, Any] | None = None, fit: bool = 
     settings = OmegaConf.to_container(selector, resolve=True) if isinstance(selector, DictConfig) else dict(selector or {})
     data = cfg.data
     planned = config_supervision(data).merged(selector_supervision(settings))
-    planned.enforce(bool(cfg.get("label_free", False)), where=f"experiment '{cfg.experiment}'")
+    where = f"experiment '{cfg.experiment}'"
+    planned.enforce(bool(cfg.get("label_free", False)), where=where)
+    require_data(read_bundle(bundle_dir_of(cfg)), data, where, fit, test, "pipeline.test=false to train only")
     path, summary = prepare_selector(cfg, settings)  # type: ignore[arg-type]
     train_cfg = copy.deepcopy(cfg)
     with open_dict(train_cfg):

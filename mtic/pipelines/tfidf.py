@@ -20,12 +20,14 @@ from mtic.config_schema import ConfigError
 from mtic.eval.metrics import IntentMetrics
 from mtic.eval.results import results_line, write_predictions, write_results
 from mtic.eval.supervision import Supervision
+from mtic.inputs.data_plan import no_selection
 from mtic.inputs.views import LastKView, LastQueryView, NaiveConcatView, SelectedConcatView, ViewExample
 from mtic.pipelines.train_eval import bundle_dir_of
 
 log = logging.getLogger("mtic")
 TEXT_VIEWS = (LastQueryView, NaiveConcatView, LastKView)   # one text per session
 SUPPORTED = "data=last_query | naive_concat | last_two"
+NO_SELECTION = "scikit-learn defaults, one fit, no model selection"
 
 
 def make_classifier(vectorizer: Any, classifier: Any) -> Pipeline:
@@ -58,6 +60,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     started = time.time()
     run_dir = Path(cfg.paths.run_dir)
     datamodule = instantiate(cfg.data, bundle_dir=str(bundle_dir_of(cfg)))
+    datamodule.plan(f"experiment '{cfg.experiment}'", fit=True, test=True)  # one-line errors before fitting
     check_view(datamodule.view)
     check_view(datamodule.eval_view)
     read = datamodule.supervision()
@@ -81,7 +84,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         metrics = state.compute("test")
     write_predictions(run_dir, rows)
     path = write_results(run_dir, cfg, metrics, len(test), started, supervision=used,
-                         extra={"train_size": len(train)})
+                         extra={"train_size": len(train), "selection": no_selection(NO_SELECTION)})
     log.info("results: %s -> %s", json.dumps(metrics), path)
     print(results_line(cfg, metrics, len(test), path))
     return metrics

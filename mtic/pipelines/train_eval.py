@@ -2,6 +2,8 @@
 the baselines, and the training stage of the selective, CLARA and M_c pipelines."""
 from __future__ import annotations
 
+import copy
+import inspect
 import json
 import logging
 import time
@@ -10,14 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from mtic.data.sources import resolve_bundle
 from mtic.eval.results import ablation_settings, redact, results_line, write_predictions, write_results
 from mtic.eval.supervision import Supervision
 from mtic.eval.wandb_records import attach_to_wandb
-from mtic.inputs.datamodule import config_supervision
+from mtic.inputs.data_plan import ValidationPlan
+from mtic.inputs.datamodule import MTICDataModule, config_supervision
 from mtic.models.checkpoint_io import ArtifactError, existing_file, read_checkpoint
 
 log = logging.getLogger("mtic")
@@ -29,20 +33,32 @@ def bundle_dir_of(cfg: DictConfig) -> Path:
     return resolve_bundle(spec, cfg.paths.cache_dir, cfg.paths.get("datasets_dir"))
 
 
-def build_components(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
-    """Datamodule (bundle + view) and model (which supplies the encoder), wired together.
+def build_components(cfg: DictConfig) -> tuple[MTICDataModule, pl.LightningModule]:
+    """Datamodule (bundle + view) and model (which supplies the encoder), wired together."""
+    datamodule = build_datamodule(cfg)
+    return datamodule, build_model(cfg, datamodule)
+
+
+def build_datamodule(cfg: DictConfig) -> MTICDataModule:
+    """The datamodule of `cfg.data` on the run's bundle: reads the bundle, loads no model."""
+    return instantiate(cfg.data, bundle_dir=str(bundle_dir_of(cfg)))
+
+
+def build_model(cfg: DictConfig, datamodule: MTICDataModule) -> pl.LightningModule:
+    """The model of `cfg.model`, its encoder installed in `datamodule`.
 
     The model node is instantiated recursively: a generative model's `labels: ${labels}` gets the bundle's
-    taxonomy, and its `summaries` node (labels=summary) the queries of the training examples actually used."""
-    datamodule = instantiate(cfg.data, bundle_dir=str(bundle_dir_of(cfg)))
-    runtime: dict[str, Any] = {"taxonomy": datamodule.taxonomy}
+    taxonomy, and its `summaries` node (labels=summary) the queries of the training examples actually used. A
+    model that predicts no intent (domain-adaptive pre-training) takes no taxonomy."""
+    takes_taxonomy = "taxonomy" in inspect.signature(get_class(cfg.model._target_)).parameters
+    runtime: dict[str, Any] = {"taxonomy": datamodule.taxonomy} if takes_taxonomy else {}
     if cfg.model.get("labels") is not None:
         runtime["labels"] = {"taxonomy": datamodule.taxonomy}
     if cfg.model.get("summaries") is not None:
         runtime["summaries"] = {"queries": training_queries(datamodule)}
     model = instantiate(cfg.model, _convert_="all", **runtime)  # plain hparams: checkpoints load with weights_only
     datamodule.set_encoder(model.build_encoder(), model.pad_token_id)
-    return datamodule, model
+    return model
 
 
 def training_queries(datamodule: pl.LightningDataModule) -> list[str]:
@@ -59,6 +75,46 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
         logger.log_hyperparams({"config": config})
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+
+
+def _watches_validation(node: Any) -> bool:
+    return bool(node) and str(node.get("monitor") or "").startswith("val/")
+
+
+def _is_checkpoint(node: Any) -> bool:
+    return issubclass(get_class(node._target_), ModelCheckpoint)
+
+
+def selection_rule(cfg: DictConfig) -> str | None:
+    """How the callbacks select the model on validation data, e.g. 'early stopping and the best checkpoint on
+    val/loss'; None when no callback watches a val/ metric."""
+    watching = [node for node in (cfg.get("callbacks") or {}).values() if _watches_validation(node)]
+    if not watching:
+        return None
+    kinds = [kind for kind in ("early stopping", "the best checkpoint")
+             if any((kind == "the best checkpoint") == _is_checkpoint(n) for n in watching)]
+    return f"{' and '.join(kinds)} on {', '.join(sorted({str(n.monitor) for n in watching}))}"
+
+
+def without_selection(cfg: DictConfig) -> DictConfig:
+    """The config of a fit that has no validation data: no validation loop, no callback that watches a val/
+    metric (early stopping), and checkpoints that watch nothing (`best.ckpt` = the last epoch)."""
+    out = copy.deepcopy(cfg)
+    with open_dict(out):
+        out.trainer.limit_val_batches = 0
+        for name, node in list((out.get("callbacks") or {}).items()):
+            if _watches_validation(node):
+                if _is_checkpoint(node):
+                    node.monitor = None
+                else:
+                    del out.callbacks[name]
+    return out
+
+
+def fit_trainer(cfg: DictConfig, plan: ValidationPlan) -> pl.Trainer:
+    """The trainer of a fit, selecting the model as `plan` says (said in one line)."""
+    log.info(plan.line(selection_rule(cfg)))
+    return build_trainer(cfg if plan.selects else without_selection(cfg))
 
 
 def _make_logger(node: DictConfig, cfg: DictConfig) -> Any:
@@ -88,12 +144,14 @@ def run(cfg: DictConfig, fit: bool = True, test: bool = True, checkpoint: str | 
     (supervision or Supervision()).merged(planned).enforce(label_free, where=where)  # before any model loads
     if fit:
         _given_checkpoint(resume)  # pipeline.resume=<file>: a missing file is one line before data and model load
-    datamodule, model = build_components(cfg)
+    datamodule = build_datamodule(cfg)
+    plan = datamodule.plan(where, fit=fit, test=test, test_without="pipeline.test=false to train only")
     used = (supervision or Supervision()).merged(datamodule.supervision())
     if not fit and checkpoint is not None:
         used.add(train=[f"checkpoint:{Path(checkpoint).name}"])
     used.enforce(label_free, where=where)
-    trainer = build_trainer(cfg)
+    model = build_model(cfg, datamodule)
+    trainer = fit_trainer(cfg, plan) if fit else build_trainer(cfg)
     if fit:
         start = resume_point(trainer, run_dir, resume)
         trainer.fit(model, datamodule=datamodule, ckpt_path=start, weights_only=True)
@@ -107,7 +165,10 @@ def run(cfg: DictConfig, fit: bool = True, test: bool = True, checkpoint: str | 
         write_predictions(run_dir, getattr(model, "test_outputs", []))
         data_sizes["test"] = len(datamodule.datasets["test"])
     test_size = data_sizes.get("test", 0)
-    sizes = {"data_sizes": data_sizes}
+    sizes: dict[str, Any] = {"data_sizes": data_sizes}
+    if fit:
+        sizes["selection"] = plan.record(selection_rule(cfg))
+        sizes["training_fallback"] = datamodule.training_fallback
     path = write_results(run_dir, cfg, metrics, test_size, started, extra=sizes, supervision=used)
     log.info("results: %s -> %s", json.dumps(metrics), path)
     print(results_line(cfg, metrics, test_size, path))
