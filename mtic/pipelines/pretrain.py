@@ -30,7 +30,9 @@ def run(cfg: DictConfig, merged_dir: str | None = None) -> dict[str, float]:
     out = Path(merged_dir or Path(cfg.paths.run_dir) / MERGED_DIR)
     model.save_merged(out)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    write_results(cfg.paths.run_dir, cfg, metrics, test_size=0, started_at=started, extra={"merged_model": str(out), "selection": plan.record(selection_rule(cfg))})
+    extra = {"merged_model": str(out), "selection": plan.record(selection_rule(cfg)),
+             "training_fallback": datamodule.training_fallback}
+    write_results(cfg.paths.run_dir, cfg, metrics, test_size=0, started_at=started, extra=extra)
     print(f"[mtic] merged domain-adapted model: {out}\n[mtic] symbol-tune from it: backbone.name={out}")
     finish_loggers(trainer)
     return metrics
