@@ -121,8 +121,9 @@ def _module(bundle: Path, **kw) -> MTICDataModule:
 def test_datamodule_mixes_sources_and_pads(tiny_bundle: Path) -> None:
     dm = _module(tiny_bundle)
     dm.setup("fit")
-    # 8 single-turn queries + 4 labelled turns of 2 training sessions (prefix expansion)
-    assert len(dm.datasets["train"]) == 12
+    # 8 single-turn queries + 4 labelled turns of 2 training sessions (prefix expansion), less the one query held
+    # out to select the model: the tiny bundle has neither valid sessions nor a single-turn valid split
+    assert len(dm.datasets["train"]) == 11 and len(dm.datasets["valid"]) == 1
     batch = next(iter(dm.train_dataloader()))
     assert batch["input_ids"].shape == batch["attention_mask"].shape
     lengths = batch["attention_mask"].sum(1)
@@ -137,8 +138,9 @@ def test_datamodule_mixes_sources_and_pads(tiny_bundle: Path) -> None:
 def test_datamodule_sources_switch(tiny_bundle: Path) -> None:
     only_sessions = _module(tiny_bundle, train_single_turn=False)
     assert len(only_sessions.training_sessions()) == 2
-    only_single = _module(tiny_bundle, train_sessions="none")
+    only_single = _module(tiny_bundle, train_sessions="none", valid_sessions="none")
     assert len(only_single.training_sessions()) == 8
+    assert len(_module(tiny_bundle, train_sessions="none").training_sessions()) == 7  # one held out to select
     with pytest.raises(FileNotFoundError):
         _module(tiny_bundle, train_sessions=str(tiny_bundle / "pseudo.jsonl")).training_sessions()
 
