@@ -32,6 +32,7 @@ PSEUDO_PREFIX = "pseudo:"            # a sessions file labelled by an LLM, e.g. 
 CARVED_VALID_SHARE = 0.1             # single-turn queries held out for selection when there is no valid split
 LAST_EPOCH = "none: no early stopping, the last epoch is tested"
 NO_SELECTING_CALLBACK = "validation is logged, but no callback selects on it: the last epoch is tested"
+_ADD_QUERIES = "add single_turn.jsonl (e.g. mtic data import ... --queries queries.csv)"
 EMPTY_VALIDATION = "the validation sources hold no session: training runs without model selection and the last " \
                    "epoch is tested"
 
@@ -140,9 +141,6 @@ def require_demos(bundle: Bundle, where: str) -> None:
         raise MissingBundleFileError(_where(bundle, SINGLE_TURN_FILE),
                                      f"{where} retrieves labelled single-turn queries as in-context demos, but the "
                                      f"bundle has none: {_ADD_QUERIES}")
-
-
-_ADD_QUERIES = "add single_turn.jsonl (e.g. mtic data import ... --queries queries.csv)"
 
 
 def require_training_data(bundle: Bundle, train_single_turn: bool, train_sessions: str, where: str) -> str | None:
