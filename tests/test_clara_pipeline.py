@@ -18,7 +18,7 @@ def _compose(tmp_path: Path, *overrides: str):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name="config", overrides=[
             *overrides, *TINY, f"paths.data_dir={tmp_path / 'tiny'}", f"paths.run_dir={tmp_path / 'run'}",
-            f"llm.cache_file={tmp_path / 'answers.sqlite'}", "paths.cache_dir=" + str(Path.home() / ".cache" / "mtic"),
+            f"llm.cache_file={tmp_path / 'answers.sqlite'}",  # paths.cache_dir: the session's MTIC_CACHE (conftest)
         ])
 
 
