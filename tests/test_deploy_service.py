@@ -27,9 +27,9 @@ NON_LATIN = [["我的包裹在哪裡？已經兩個星期了。"], ["พัส�
 
 
 @contextlib.contextmanager
-def running(app: object) -> Iterator[str]:
-    """A real uvicorn server for `app` on a free loopback port, in a thread; yields its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+def serving(config: uvicorn.Config) -> Iterator[tuple[str, int]]:
+    """A real uvicorn server for `config` (port 0: a free loopback port), in a thread; yields (base URL, port)."""
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 30
@@ -38,10 +38,17 @@ def running(app: object) -> Iterator[str]:
         time.sleep(0.02)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", port
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+
+
+@contextlib.contextmanager
+def running(app: object) -> Iterator[str]:
+    """`app` served on a free loopback port; yields its base URL."""
+    with serving(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")) as (url, _):
+        yield url
 
 
 @pytest.fixture(scope="module")

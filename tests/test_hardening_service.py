@@ -8,15 +8,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from test_deploy_export import make_tiny_export
+from test_deploy_service import serving
 
 from mtic.deploy.predictor import IntentClassifier
 from mtic.deploy.service import create_app, public, server_config
@@ -30,20 +29,8 @@ BOUND_S = 4.0  # a slow or stalled connection must be closed within this
 def running(classifier: IntentClassifier, **settings: object) -> Iterator[tuple[str, int]]:
     """The service as `mtic serve` runs it (server_config), on a free loopback port in a thread."""
     s = ServiceSettings(header_timeout_s=HEAD_S, body_timeout_s=BODY_S, keep_alive_s=1.0, **settings)
-    config = server_config(create_app(classifier, s), s, "127.0.0.1", 0, "warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started:
-        assert thread.is_alive() and time.time() < deadline, "server did not start"
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}", port
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
+    with serving(server_config(create_app(classifier, s), s, "127.0.0.1", 0, "warning")) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,27 @@ class ChatFormat:
     answer_prefix: str = "The intent title is"
 
 
+VICUNA_SYSTEM_PROMPT = ("A chat between a curious user and an artificial intelligence assistant. The assistant "
+                        "gives helpful, detailed, and polite answers to the user's questions.")
+# Named transcript formats (`model.chat_format=<name>`); a mapping of ChatFormat fields overrides the default one.
+CHAT_FORMATS: dict[str, ChatFormat] = {
+    "mtic": ChatFormat(),  # a task-specific system prompt: the default of the CPU recipes
+    "vicuna": ChatFormat(system_prompt=VICUNA_SYSTEM_PROMPT),  # Vicuna v1.1's own prompt, as the paper trains with
+}
+
+
+def chat_format(value: str | dict | None) -> ChatFormat:
+    """The ChatFormat of `model.chat_format`: null = the default, a name of CHAT_FORMATS, or a mapping of fields
+    (system_prompt, user_tag, assistant_tag, answer_prefix) over the default."""
+    if value is None:
+        return ChatFormat()
+    if isinstance(value, str):
+        if value not in CHAT_FORMATS:
+            raise ValueError(f"unknown chat_format {value!r}; choose one of {sorted(CHAT_FORMATS)} or give its fields")
+        return CHAT_FORMATS[value]
+    return ChatFormat(**dict(value))
+
+
 @dataclass
 class ChatEncoder:
     """Tokenises a chat example; only answer labels (and their end-of-sequence token) carry loss.

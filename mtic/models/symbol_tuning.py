@@ -10,7 +10,8 @@ import torch
 from mtic.data.taxonomy import Taxonomy
 from mtic.eval.metrics import IntentMetrics
 from mtic.hub.registry import load_sentence_embedder
-from mtic.inputs.chat import ChatEncoder, ChatFormat, rollout_row
+from mtic.inputs.chat import ChatEncoder, rollout_row
+from mtic.inputs.chat import chat_format as chat_format_of
 from mtic.labels.matching import output_matcher
 from mtic.labels.targets import LabelSet, TargetKind
 from mtic.models.causal_lm import LoraCausalLM
@@ -46,7 +47,7 @@ class SymbolTuningLM(LoraCausalLM):
         max_new_tokens: int = 12,
         label_probs: bool = True,
         max_length: int = 512,
-        chat_format: dict | None = None,
+        chat_format: str | dict | None = None,
         matcher: dict | None = None,
         embed: Callable[[list[str]], Any] | None = None,
         match_embedder: str | None = None,
@@ -61,7 +62,7 @@ class SymbolTuningLM(LoraCausalLM):
         self.taxonomy = taxonomy
         self.labels = labels
         self.summary_target = str(labels.kind) == TargetKind.SUMMARY
-        fmt = ChatFormat(**(chat_format or {}))
+        fmt = chat_format_of(chat_format)
         answer_of = None
         if self.summary_target:
             if decode == SCORE:
