@@ -10,6 +10,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from mtic.clara.summaries import conversation_key
 from mtic.inputs.datamodule import MTICDataModule
 from mtic.inputs.views import ChatView
 from mtic.labels.targets import LabelSet
@@ -237,26 +238,31 @@ def test_run_py_writes_results(tmp_path: Path) -> None:
 def test_summary_target_trains_on_summaries(tiny_bundle: Path) -> None:
     dm = MTICDataModule(tiny_bundle, view=ChatView(), batch_size=4)
     labels = LabelSet.from_taxonomy(dm.taxonomy, target="summary")
-    summaries = {t.text: f"topic {k}" for k, t in enumerate(t for s in dm.training_sessions() for t in s.turns)}
+    prefixes = {conversation_key([t.text for t in s.turns[: j + 1]]) for s in dm.training_sessions()
+                for j in range(len(s.turns))}
+    summaries = {key: f"topic {k}" for k, key in enumerate(sorted(prefixes))}
     with pytest.raises(ValueError, match="decode=greedy"):
         SymbolTuningLM("tiny-llama", dm.taxonomy, labels, decode="score", summaries=summaries)
     model = SymbolTuningLM("tiny-llama", dm.taxonomy, labels, summaries=summaries)
     dm.set_encoder(model.build_encoder(), model.pad_token_id)
     dm.setup("fit")
-    row = dm.datasets["train"][0]
+    # a follow-up: its summary is the whole conversation's, not its last query's
+    row = next(r for r in dm.datasets["train"] if len(r["turns"]) > 1 and r["turns"][-1][1] is not None)
     trained = model.tokenizer.decode([t for t, l in zip(row["input_ids"], row["labels"]) if l != -100])
-    query = row["turns"][-1][0]
-    assert trained.startswith(f" You are asking about {summaries[query]}. So, the intent title is ")
+    conversation = [q for q, _ in row["turns"]]
+    assert trained.rstrip().endswith(f" You are asking about {summaries[conversation_key(conversation)]}. So, the intent "
+                                     f"title is {labels.label_of(row['target'])}</s>".rstrip())
 
 
 def test_summaries_are_asked_only_for_the_training_examples_used(tiny_bundle: Path, monkeypatch) -> None:
-    """With data.max_train_examples the summary LLM sees the queries of the sampled examples, not every query."""
+    """With data.max_train_examples the summary LLM sees the conversations of the sampled examples, each labelled
+    turn's conversation so far (queries 1..j) in one prompt, oldest first."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
     import mtic.clara.llm as llm_module
     from mtic.clara.llm import LLMResponse
-    from mtic.pipelines.train_eval import training_queries
+    from mtic.pipelines.train_eval import training_conversations
 
     asked: list[str] = []
 
@@ -266,13 +272,19 @@ def test_summaries_are_asked_only_for_the_training_examples_used(tiny_bundle: Pa
             return [LLMResponse(text="a parcel") for _ in requests]
 
     monkeypatch.setattr(llm_module, "build_llm", lambda **_: RecordingLLM())
-    cfg = OmegaConf.create({"summary_llm": {"_target_": "mtic.clara.llm.build_llm", "backend": "local"},
-                            "summaries": {"_target_": "mtic.clara.summaries.summarize_queries",
-                                          "llm": "${summary_llm}"}})  # conf/labels/summary.yaml's wiring
+    cfg = OmegaConf.load(ROOT / "conf" / "labels" / "summary.yaml")  # the wiring the pipeline instantiates
+    cfg.summary_llm = {"_target_": "mtic.clara.llm.build_llm", "backend": "local"}
     full = MTICDataModule(tiny_bundle, view=ChatView(), batch_size=4)
     small = MTICDataModule(tiny_bundle, view=ChatView(), batch_size=4, max_train_examples=3)
-    used = {q for e in small.train_examples() for q, _ in e.turns}
-    every = {t.text for s in full.training_sessions() for t in s.turns}
-    summaries = instantiate(cfg.summaries, queries=training_queries(small))
+    used = {conversation_key([q for q, _ in e.turns[: j + 1]]) for e in small.train_examples()
+            for j, (_, intent) in enumerate(e.turns) if intent is not None}
+    every = {conversation_key([t.text for t in s.turns[: j + 1]]) for s in full.training_sessions()
+             for j in range(len(s.turns))}
+    summaries = instantiate(cfg.summaries, conversations=training_conversations(small))
     assert set(summaries) == used and len(used) < len(every) and len(asked) == len(used)
     assert set(summaries.values()) == {"a parcel"}
+    longest = max(used, key=lambda key: key.count("\n"))
+    assert longest.count("\n") >= 1  # a multi-turn prefix is summarised as one conversation
+    lines = longest.split("\n")
+    prompt = next(a for a in asked if all(f"{n}. {q}" in a for n, q in enumerate(lines, start=1)))
+    assert prompt.index(f"1. {lines[0]}") < prompt.index(f"{len(lines)}. {lines[-1]}")

@@ -159,12 +159,13 @@ def test_chat_encoder_summary_answers(sessions) -> None:
     from mtic.inputs.chat import ChatFormat
 
     tok = WordTokenizer()
-    summaries = {"cancel my order": "cancelling an order", "and the money?": "the refund"}
+    # keyed by the conversation so far: turn 2's answer summarises both queries
+    summaries = {("cancel my order",): "cancelling an order", ("cancel my order", "and the money?"): "the refund"}
     encoder = ChatEncoder(
         tok,
         label_of=str.upper,
         fmt=ChatFormat(answer_prefix=""),
-        answer_of=lambda q, i: f"You are asking about {summaries[q]}. So, the intent title is {i.upper()}",
+        answer_of=lambda qs, i: f"You are asking about {summaries[tuple(qs)]}. So, the intent title is {i.upper()}",
     )
     row = encoder(ChatView()(sessions["train"][1]))
     trained = tok.decode([t for t, l in zip(row["input_ids"], row["labels"]) if l != IGNORE_INDEX])

@@ -49,8 +49,9 @@ class ChatEncoder:
     Segments are tokenised separately and concatenated, so the mask never depends on character offsets.
     `label_of(intent_id)` gives the target text of an intent (compressed label, symbol, title...).
     `loss_on='all'` trains on every answer of the session, `'last'` only on the final one.
-    `answer_of(query, intent_id)`, when given, replaces `label_of` for whole answers that depend on the query
-    (the summary target: "You are asking about ... So, the intent title is ...").
+    `answer_of(queries, intent_id)`, when given, replaces `label_of` for whole answers that depend on the
+    conversation so far (`queries` = queries 1..j of turn j; the summary target: "You are asking about ... So, the
+    intent title is ...").
     """
 
     tokenizer: Any
@@ -58,7 +59,7 @@ class ChatEncoder:
     fmt: ChatFormat = ChatFormat()
     loss_on: str = "all"
     max_length: int = 512
-    answer_of: Callable[[str, str], str] | None = None
+    answer_of: Callable[[Sequence[str], str], str] | None = None
 
     def __post_init__(self) -> None:
         if self.loss_on not in LOSS_ON:
@@ -105,8 +106,10 @@ class ChatEncoder:
         return self._ids(f" {answer}") + [self.tokenizer.eos_token_id]
 
     def __call__(self, example: ViewExample) -> dict[str, Any]:
-        answer = self.answer_of or (lambda query, intent: self.label_of(intent))
-        turns = [(q, None if intent is None else answer(q, intent)) for q, intent in example.turns]
+        answer = self.answer_of or (lambda queries, intent: self.label_of(intent))
+        queries = [q for q, _ in example.turns]
+        turns = [(q, None if intent is None else answer(queries[: j + 1], intent))
+                 for j, (q, intent) in enumerate(example.turns)]
         input_ids: list[int] = []
         labels: list[int] = []
         for ids, trains in self.segments(turns):

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from mtic.clara.summaries import conversation_key
 from mtic.data.taxonomy import Taxonomy
 from mtic.eval.metrics import IntentMetrics
 from mtic.hub.registry import load_sentence_embedder
@@ -71,8 +72,8 @@ class SymbolTuningLM(LoraCausalLM):
                 raise ValueError("the summary target needs query summaries (the pipeline makes them with an LLM)")
             fmt = replace(fmt, answer_prefix="")  # the model writes "You are asking about ..." itself
 
-            def answer_of(query: str, intent_id: str) -> str:
-                return labels.summary_answer(summaries.get(query, query), intent_id)
+            def answer_of(queries: Sequence[str], intent_id: str) -> str:  # the conversation so far, summarised
+                return labels.summary_answer(summaries.get(conversation_key(queries), queries[-1]), intent_id)
 
         self.encoder = ChatEncoder(
             self.tokenizer, labels.label_of, fmt, loss_on=loss_on, max_length=max_length, answer_of=answer_of

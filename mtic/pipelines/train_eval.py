@@ -48,23 +48,28 @@ def build_model(cfg: DictConfig, datamodule: MTICDataModule) -> pl.LightningModu
     """The model of `cfg.model`, its encoder installed in `datamodule`.
 
     The model node is instantiated recursively: a generative model's `labels: ${labels}` gets the bundle's
-    taxonomy, and its `summaries` node (labels=summary) the queries of the training examples actually used. A
+    taxonomy, and its `summaries` node (labels=summary) the conversations of the training examples actually used. A
     model that predicts no intent (domain-adaptive pre-training) takes no taxonomy."""
     takes_taxonomy = "taxonomy" in inspect.signature(get_class(cfg.model._target_)).parameters
     runtime: dict[str, Any] = {"taxonomy": datamodule.taxonomy} if takes_taxonomy else {}
     if cfg.model.get("labels") is not None:
         runtime["labels"] = {"taxonomy": datamodule.taxonomy}
     if cfg.model.get("summaries") is not None:
-        runtime["summaries"] = {"queries": training_queries(datamodule)}
+        runtime["summaries"] = {"conversations": training_conversations(datamodule)}
     model = instantiate(cfg.model, _convert_="all", **runtime)  # plain hparams: checkpoints load with weights_only
     datamodule.set_encoder(model.build_encoder(), model.pad_token_id)
     return model
 
 
-def training_queries(datamodule: pl.LightningDataModule) -> list[str]:
-    """Every query of the training examples used (after `data.max_train_examples`): what labels=summary
-    summarises."""
-    return [q for example in datamodule.train_examples() for q, _ in (example.turns or [(example.text, None)])]
+def training_conversations(datamodule: pl.LightningDataModule) -> list[tuple[str, ...]]:
+    """The conversation so far (queries 1..j) of every labelled turn j of the training examples used (after
+    `data.max_train_examples`): what labels=summary summarises."""
+    out: list[tuple[str, ...]] = []
+    for example in datamodule.train_examples():
+        turns = example.turns or ((example.text, example.target),)
+        queries = tuple(q for q, _ in turns)
+        out += [queries[: j + 1] for j, (_, intent) in enumerate(turns) if intent is not None]
+    return out
 
 
 def build_trainer(cfg: DictConfig) -> pl.Trainer:
