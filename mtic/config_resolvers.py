@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +24,38 @@ def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
 
 
-def bundle_meta(data_dir: Any, bundle: Any) -> dict | None:
-    """The parsed bundle.yaml of the run's bundle directory, or None (a spec, no such file, unreadable)."""
+def bundle_yaml(data_dir: Any, bundle: Any) -> Path | None:
+    """The bundle.yaml of the run's bundle (`paths.data_dir` when set, else `market.bundle`) when that is a bundle
+    directory holding one; None for a spec such as demo:sg."""
     spec = data_dir or bundle
     if not spec:
         return None
     try:
         path = Path(str(spec)).expanduser() / BUNDLE_META_FILE
-        if not path.is_file():
-            return None
+        return path if path.is_file() else None
+    except OSError:
+        return None
+
+
+@functools.lru_cache(maxsize=32)
+def _parsed(path: Path, mtime_ns: int) -> dict | None:
+    """bundle.yaml parsed once per version of the file (every access to market.name resolves again)."""
+    try:
         meta = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
     except (OSError, ValueError, yaml.YAMLError):
         return None
     return meta if isinstance(meta, dict) else None
+
+
+def bundle_meta(data_dir: Any, bundle: Any) -> dict | None:
+    """The parsed bundle.yaml of the run's bundle directory, or None (a spec, no such file, unreadable)."""
+    path = bundle_yaml(data_dir, bundle)
+    if path is None:
+        return None
+    try:
+        return _parsed(path, path.stat().st_mtime_ns)
+    except OSError:
+        return None
 
 
 def bundle_field(key: str, data_dir: Any, bundle: Any, fallback: Any) -> Any:
@@ -71,13 +91,13 @@ def market_choice(cfg: Any) -> dict[str, Any]:
 
     market = cfg.market
     data_dir = OmegaConf.select(cfg, "paths.data_dir", default=None)
-    spec = data_dir or market.get("bundle")
-    meta = bundle_meta(data_dir, market.get("bundle"))
+    read = bundle_meta(data_dir, market.get("bundle")) is not None
+    source = bundle_yaml(data_dir, market.get("bundle")) if read else None
     languages = list(market.languages)
     encoder = market.get("encoder")
     reason = encoder_reason(languages) if encoder == choose(languages) else "set in the config"
     return {"name": market.name, "languages": languages, "encoder": encoder, "encoder_reason": reason,
-            "from": f"{Path(str(spec)).expanduser() / BUNDLE_META_FILE}" if meta is not None else "market config"}
+            "from": str(source) if source is not None else "market config"}
 
 
 def market_line(choice: dict[str, Any]) -> str:

@@ -123,11 +123,15 @@ def test_htc_trains_and_exports_per_level_paths(repeated: Path, tmp_path: Path) 
     artifact = read_artifact(tmp_path / "export")
     assert [i.path for i in artifact.taxonomy.intents] == [tuple(r["path"]) for r in REPEATED]
     assert artifact.spec.levels == [list(level) for level in taxonomy.levels]
-    predictions = IntentClassifier.load(tmp_path / "export").predict_batch([["how much is the hotel per night"],
-                                                                             ["refund my payment"]])
+    classifier = IntentClassifier.load(tmp_path / "export")
+    sessions = [["how much is the hotel per night"], ["refund my payment"]]
+    predictions = classifier.predict_batch(sessions)
+    probs = classifier.level_probabilities(sessions)
     assert len(predictions) == 2
-    for prediction in predictions:
+    for row, prediction in enumerate(predictions):
         padded = taxonomy.paths[prediction.intent]
         assert [lv["path"] for lv in prediction.levels] == [list(padded[: k + 1]) for k in range(3)]
         assert [lv["name"] for lv in prediction.levels] == list(padded)
-        assert 0.0 <= prediction.levels[1]["probability"] <= 1.0
+        # each level reports the probability of the class its path names (not of a same-named class elsewhere)
+        assert [lv["probability"] for lv in prediction.levels] == [
+            round(float(probs[level][row, cid]), 6) for level, cid in enumerate(taxonomy.level_ids(prediction.intent))]

@@ -22,7 +22,7 @@ from mtic.data.schema import (
     SingleTurnQuery,
     Turn,
 )
-from mtic.data.taxonomy import padded_path
+from mtic.data.taxonomy import SharedPathError, class_paths
 
 BUNDLE_FILE = "bundle.yaml"
 INTENTS_FILE = "intents.jsonl"
@@ -230,19 +230,11 @@ def read_intents(path: Path) -> list[Intent]:
         intents.append(Intent(id=intent_id, title=title, path=names, **optional))
     if not intents:
         raise BundleError(path, "no intents")
-    depth = max(len(i.path) for i in intents)
-    owner: dict[tuple[str, ...], str] = {}
-    for intent in intents:
-        leaf = padded_path(intent.path, depth)
-        if leaf in owner:
-            padding = "" if leaf == intent.path else f" (padded to depth {depth} by repeating its leaf)"
-            raise BundleError(
-                path,
-                f"intent '{intent.id}' has the class path {' > '.join(leaf)}{padding}, already the path of intent "
-                f"'{owner[leaf]}' (line {seen[owner[leaf]]}): every intent needs a path of its own",
-                seen[intent.id],
-            )
-        owner[leaf] = intent.id
+    try:
+        class_paths(intents)
+    except SharedPathError as err:
+        raise BundleError(path, f"{err} (line {seen[err.first.id]}): every intent needs a path of its own",
+                          seen[err.intent.id]) from None
     return intents
 
 

@@ -21,6 +21,28 @@ def padded_path(path: Sequence[str], depth: int) -> ClassPath:
     return path + (path[-1],) * (depth - len(path))
 
 
+class SharedPathError(ValueError):
+    """Two intents end at the same (padded) class path: `intent` repeats the path of `first`."""
+
+    def __init__(self, intent: Intent, first: Intent, path: ClassPath, depth: int) -> None:
+        padding = "" if path == intent.path else f" (padded to depth {depth} by repeating its leaf)"
+        super().__init__(f"intent '{intent.id}' has the class path {' > '.join(path)}{padding}, already the path of "
+                         f"intent '{first.id}'")
+        self.intent, self.first = intent, first
+
+
+def class_paths(intents: Sequence[Intent]) -> dict[str, ClassPath]:
+    """{intent id: its padded class path}, in intent order; SharedPathError when two intents end at one path."""
+    depth = max(len(i.path) for i in intents)
+    owner: dict[ClassPath, Intent] = {}
+    for intent in intents:
+        path = padded_path(intent.path, depth)
+        if path in owner:
+            raise SharedPathError(intent, owner[path], path, depth)
+        owner[path] = intent
+    return {intent.id: path for path, intent in owner.items()}
+
+
 def _class_order(prefix: ClassPath) -> tuple[str, ClassPath]:
     """Classes of a level sort by display name, then by path: ids stay what they were for taxonomies whose names
     are unique at every level (checkpoints and exported models of those keep their class ids)."""
@@ -50,14 +72,9 @@ class Taxonomy:
         if not intents:
             raise ValueError("a taxonomy needs at least one intent")
         self.intents = list(intents)
-        depth = max(len(i.path) for i in self.intents)
-        self.paths = {i.id: padded_path(i.path, depth) for i in self.intents}
-        by_path: dict[ClassPath, str] = {}
-        for intent_id, path in self.paths.items():
-            if path in by_path:
-                raise ValueError(f"intents '{by_path[path]}' and '{intent_id}' share the class path {' > '.join(path)}")
-            by_path[path] = intent_id
-        self._intent_by_path = by_path
+        self.paths = class_paths(self.intents)
+        depth = len(next(iter(self.paths.values())))
+        self._intent_by_path = {path: intent_id for intent_id, path in self.paths.items()}
         self.nodes: list[list[ClassPath]] = [
             sorted({path[: level + 1] for path in self.paths.values()}, key=_class_order) for level in range(depth)
         ]
@@ -136,16 +153,20 @@ class Taxonomy:
         return self._unique_titles(english)[intent_id]
 
     def _unique_titles(self, english: bool) -> dict[str, str]:
-        if english in self._unique:
-            return self._unique[english]
-        titles = {i: self.title(i, english) for i in self.ids}
-        shared = _shared_keys(titles)
-        qualified = {i: f"{t} ({' > '.join(self.intent(i).path[:-1] or self.intent(i).path)})" if normalise_text(t) in shared
-                     else t for i, t in titles.items()}
-        still = _shared_keys(qualified)
-        self._unique[english] = {i: f"{titles[i]} ({' > '.join(self.intent(i).path)})" if normalise_text(q) in still
-                                 else q for i, q in qualified.items()}
+        if english not in self._unique:
+            titles = {i: self.title(i, english) for i in self.ids}
+            shared = _shared_keys(titles)
+            by_parent = {i: self._qualified(i, t, whole_path=False) if normalise_text(t) in shared else t
+                         for i, t in titles.items()}
+            still = _shared_keys(by_parent)
+            self._unique[english] = {i: self._qualified(i, titles[i], whole_path=True)
+                                     if normalise_text(t) in still else t for i, t in by_parent.items()}
         return self._unique[english]
+
+    def _qualified(self, intent_id: str, title: str, whole_path: bool) -> str:
+        """"title (A > B)": the categories above the intent (its whole path when asked, or when it has none)."""
+        path = self.intent(intent_id).path
+        return f"{title} ({' > '.join(path if whole_path else path[:-1] or path)})"
 
     def curated_label(self, intent_id: str, english: bool = False) -> str | None:
         """The bundle's curated compressed label: `label_en` when `english`, else `label`.
