@@ -70,45 +70,30 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    """The objective's labels (the same `LabelChooser` a run uses) written as a reviewable file."""
     from mtic.data.bundle import read_bundle
     from mtic.data.taxonomy import Taxonomy
-    from mtic.hub.registry import load_sentence_embedder
-    from mtic.labels.compress import compress_labels, save_compression
+    from mtic.labels.chooser import LLM, LabelChooser
+    from mtic.labels.compress import save_compression
 
     taxonomy = Taxonomy.from_intents(read_bundle(args.bundle).intents)
-    embedder = load_sentence_embedder(args.embedder)
-    tokenizer, llm = None, None
+    proposers = [p.strip() for p in args.proposers.split(",") if p.strip()]
+    llm = None
     if args.llm:
-        from mtic.clara.llm.local import LocalProposer
+        from mtic.clara.llm import build_llm
 
-        proposer = LocalProposer(args.llm)
-        bar = tqdm(total=len(taxonomy), desc=f"LLM candidates ({args.llm})", unit="title")
-
-        def llm(prompt: str) -> list[str]:
-            bar.update(1)
-            return proposer(prompt)
-
-        tokenizer = proposer.tokenizer if args.tokenizer == args.llm else None
-    if args.tokenizer and tokenizer is None:
-        from transformers import AutoTokenizer
-
-        from mtic.hub.registry import resolve_model
-
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.tokenizer))
-    if tokenizer is not None:
-        def count(text: str) -> int:
-            return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-    else:
-        def count(text: str) -> int:
-            return len(text.split())
-
-    choices = compress_labels(taxonomy, embedder, count, llm=llm, english=args.english, alpha=args.alpha)
+        llm = build_llm("local", decode="greedy", cache=False, model=args.llm, max_new_tokens=12)
+        proposers = [*proposers, LLM] if LLM not in proposers else proposers
+    chooser = LabelChooser(proposers, alpha=args.alpha, normalise=not args.literal, encoder=args.embedder,
+                           tokenizer=args.tokenizer or None, compress_llm=llm)
+    choices = chooser.choose(taxonomy, english=args.english)
     path = save_compression(args.out, choices)
     for choice in list(choices.values())[: args.show]:
-        print(f"{choice.title[:60]!r:64} -> {choice.label!r} (cos {choice.similarity:.2f}, {choice.tokens} tokens)")
-    print(f"wrote {len(choices)} labels to {path}; review/edit it, then: python run.py ... labels.compression_file={path}")
+        print(f"{choice.title[:60]!r:64} -> {choice.label!r} ({choice.source}, cos {choice.similarity:.2f},"
+              f" {choice.tokens} tokens)")
+    won = {s: sum(c.source == s for c in choices.values()) for s in sorted({c.source for c in choices.values()})}
+    print(f"wrote {len(choices)} labels to {path} (won by: {won}); review/edit it, then: python run.py ..."
+          f" labels.compression_file={path}")
     return 0
 
 
@@ -159,9 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--out", required=True, help="JSONL file to write (edit it to override labels)")
     compress.add_argument("--embedder", default="minilm-l6", help="sentence embedder for E(L', L)")
     compress.add_argument("--tokenizer", default="smollm2-135m", help="LM whose tokens C(L') counts ('' = words)")
-    compress.add_argument("--llm", default=None, help="local LM proposing extra candidates, e.g. smollm2-135m")
+    compress.add_argument("--proposers", default="curated,extractive", help="comma-separated: curated,extractive,llm")
+    compress.add_argument("--llm", default=None, help="local LM proposing a candidate per title, e.g. smollm2-135m")
     compress.add_argument("--english", action="store_true", help="compress English titles (cross-lingual labels)")
     compress.add_argument("--alpha", type=float, default=1.0, help="weight of the length term")
+    compress.add_argument("--literal", action="store_true", help="C(L') unnormalised: the paper's literal C + E")
     compress.add_argument("--show", type=int, default=10, help="print this many choices")
     compress.set_defaults(func=_cmd_compress)
     merge = groups.add_parser("merge", help="merge a LoRA checkpoint into its base model (plain HF directory)")

@@ -100,21 +100,24 @@ def test_local_generate_batched_equals_one_at_a_time(tiny_local):
         tiny_local.mode = "score"
 
 
-def test_local_proposer_is_the_local_llm_beam_searching(tiny_local):
-    """Label compression's proposer runs on the same LocalLLM: its n best continuations, cut at the first line."""
-    import torch
+def test_label_proposer_is_the_local_llm_generating(tiny_local):
+    """Label compression's LLM proposer (labels.compress_llm) is this backend generating greedily: one request per
+    title, its answer a candidate; a scoring backend is refused."""
+    from mtic.data.schema import Intent
+    from mtic.data.taxonomy import Taxonomy
+    from mtic.labels.chooser import LabelChooser
+    from mtic.labels.compress import DEFAULT_LLM_PROMPT
 
-    from mtic.clara.llm.local import LocalProposer
-
-    proposer = LocalProposer.__new__(LocalProposer)
-    proposer.llm, proposer.n = tiny_local, 3
-    prompt = "Short label for: where is my parcel\nLabel:"
-    texts = tiny_local.continuations(prompt, 3)
-    assert len(texts) == 3
-    ids = tiny_local.tokenizer(prompt, return_tensors="pt")
-    with torch.no_grad():  # the best beam, independently: HF beam search with the same settings
-        best = tiny_local.model.generate(**ids, num_beams=3, max_new_tokens=tiny_local.max_new_tokens, do_sample=False,
-                                         pad_token_id=tiny_local.pad_id)
-    assert texts[0] == tiny_local.tokenizer.decode(best[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
-    assert proposer(prompt) == [t.strip().splitlines()[0].strip() for t in texts if t.strip()]
-    assert proposer.tokenizer is tiny_local.tokenizer
+    tax = Taxonomy.from_intents([Intent("track", "Ask where my parcel is right now", ("Logistics", "Track")),
+                                 Intent("refund", "Ask when the refund arrives", ("Payment", "Refund"))])
+    chooser = LabelChooser(proposers=["extractive", "llm"], compress_llm=tiny_local)
+    with pytest.raises(ValueError, match="must generate text"):
+        chooser._llm_proposals(tax, tax.ids, english=False)  # tiny_local scores by default
+    tiny_local.mode = "generate"
+    try:
+        proposals = chooser._llm_proposals(tax, tax.ids, english=False)
+        for intent_id in tax.ids:
+            alone = LLMRequest(system="", user=DEFAULT_LLM_PROMPT.format(title=tax.title(intent_id)))
+            assert proposals[intent_id] == [tiny_local.complete([alone])[0].text]
+    finally:
+        tiny_local.mode = "score"

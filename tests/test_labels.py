@@ -26,7 +26,10 @@ from mtic.labels import (
     symbolic_labels,
     unmatched_rate,
 )
+from mtic.labels.chooser import LabelChooser
 from mtic.labels.compress import Candidate, resolve_collisions
+
+CURATED_FIRST = LabelChooser(force="curated")  # the bundle's curated labels where present (labels=curated)
 
 KB = Path(__file__).resolve().parents[1] / "mtic" / "dataset_factories" / "demo" / "knowledge_base.json"
 
@@ -103,26 +106,32 @@ def test_original_and_compressed_sources() -> None:
     tax = kb_taxonomy(with_labels=True)
     original = LabelSet(tax, "original")
     assert original.label_of("order.cancellation.cancel") == "Request to cancel an order that has already been placed"
-    compressed = LabelSet(tax, "compressed")
+    compressed = LabelSet(tax, "compressed", chooser=CURATED_FIRST)
     assert compressed.label_of("order.cancellation.cancel") == "Cancel Order"
     assert set(compressed.sources.values()) == {"curated"}
+    chosen = LabelSet(tax, "compressed")  # the objective: curated labels compete with extractive candidates
+    assert set(chosen.sources.values()) <= {"curated", "extractive"}
+    assert chosen.report()["sources"] == {s: list(chosen.sources.values()).count(s) for s in set(chosen.sources.values())}
 
 
 def test_duplicate_labels_are_a_clear_error() -> None:
     tax = small_taxonomy(cancel="Cancel Order", refund="cancel order")
-    with pytest.raises(LabelSetError, match="cancel.*refund.*share"):
-        LabelSet(tax, "compressed")
+    with pytest.raises(ValueError, match="cancel, refund all compress to 'Cancel Order'"):
+        LabelSet(tax, "compressed", chooser=CURATED_FIRST)
+    with pytest.raises(LabelSetError, match=r"cancel \(file\) and refund \(file\) would share"):
+        LabelSet(small_taxonomy(), "compressed", compressed={"cancel": "Same Label", "refund": "same  label"})
     twins = Taxonomy.from_intents([Intent("a", "Same title", ("X", "A")), Intent("b", "Same title", ("X", "B"))])
     assert LabelSet(twins, "original").labels == ["Same title (X > A)", "Same title (X > B)"]  # qualified, not shared
 
 
 def test_extractive_fallback_avoids_curated_labels() -> None:
     tax = small_taxonomy(refund="Cancel Order")  # the curated label of refund is what cancel would compress to
-    labels = LabelSet(tax, "compressed")
+    labels = LabelSet(tax, "compressed", chooser=CURATED_FIRST)
     assert labels.sources == {"cancel": "extractive", "refund": "curated", "warranty": "extractive", "track": "extractive"}
     assert labels.label_of("cancel").lower() != "cancel order"
     assert set(labels.label_of("cancel").lower().split()) <= set(tax.title("cancel").lower().split())
-    assert LabelSet(small_taxonomy(), "compressed").label_of("cancel") == "Cancel Order"  # when it is free
+    free = LabelSet(small_taxonomy(), "compressed", chooser=CURATED_FIRST)
+    assert free.label_of("cancel") == "Cancel Order"  # when it is free
 
 
 def test_symbolic_labels_are_deterministic_and_unique() -> None:
@@ -157,8 +166,8 @@ def test_cross_lingual_switch_picks_english() -> None:
     assert LabelSet(tax, "original", cross_lingual=True).label_of("cancel") == "Request to cancel an order"
     assert LabelSet(tax, "original").label_of("cancel") == "Minta batalkan pesanan yang sudah dibuat"
     assert LabelSet(tax, "original", cross_lingual=True).label_of("other") == "Kirim masukan aplikasi"
-    english = LabelSet(tax, "compressed", cross_lingual=True)
-    local = LabelSet(tax, "compressed")
+    english = LabelSet(tax, "compressed", cross_lingual=True, chooser=CURATED_FIRST)
+    local = LabelSet(tax, "compressed", chooser=CURATED_FIRST)
     assert set(english.label_of("cancel").lower().split()) <= {"cancel", "order"}
     assert set(local.label_of("cancel").lower().split()) <= {"minta", "batalkan", "pesanan", "dibuat"}
     # curated labels: `label` in the title's language, `label_en` for cross-lingual labels
@@ -187,9 +196,13 @@ def test_from_taxonomy_matches_the_labels_config() -> None:
     conf = Path(__file__).resolve().parents[1] / "conf" / "labels" / "compressed.yaml"
     assert conf.is_file(), f"{conf} is missing: the default labels config (conf/config.yaml) must exist"
     # as the pipeline calls it: Hydra turns the Taxonomy dataclass into a config on the way, LabelSet turns it back
-    labels = instantiate(OmegaConf.load(conf), taxonomy=kb_taxonomy(with_labels=True))
+    node = OmegaConf.merge(OmegaConf.load(conf), {"encoder": "minilm-l6", "tokenizer": None, "cache_dir": None})
+    labels = instantiate(node, taxonomy=kb_taxonomy(with_labels=True))
     assert isinstance(labels, LabelSet) and labels.kind is TargetKind.COMPRESSED
-    assert isinstance(labels.taxonomy, Taxonomy) and labels.label_of("order.cancellation.cancel") == "Cancel Order"
+    assert labels.chooser is not None and labels.chooser.proposers == ("curated", "extractive")
+    assert isinstance(labels.taxonomy, Taxonomy) and len(labels) == len(kb_taxonomy())
+    forced = instantiate(OmegaConf.merge(node, {"force": "curated"}), taxonomy=kb_taxonomy(with_labels=True))
+    assert forced.label_of("order.cancellation.cancel") == "Cancel Order"
 
 
 # -- compression -------------------------------------------------------------------------------------------------
@@ -246,16 +259,12 @@ def test_identical_titles_get_distinct_labels() -> None:
 
 def test_llm_candidates_are_considered() -> None:
     tax = small_taxonomy()
-    prompts: list[str] = []
 
-    def llm(prompt: str) -> list[str]:
-        prompts.append(prompt)
-        # one usable proposal, one near-copy of the title, an empty one and one longer than the title
-        return ['"Order Cancellation."', "cancel an order that has already been placed", "", "x " * 40]
-
+    # one usable proposal, one near-copy of the title, an empty one and one longer than the title
+    answers = ['"Order Cancellation."', "cancel an order that has already been placed", "", "x " * 40]
+    proposed = {"cancel": [(a, "llm") for a in answers]}
     plain = compress_labels(tax, toy_embed, count_tokens, ids=["cancel"])["cancel"]
-    helped = compress_labels(tax, toy_embed, count_tokens, llm=llm, alpha=0.0, ids=["cancel"])["cancel"]
-    assert len(prompts) == 1 and "Request to cancel an order" in prompts[0]
+    helped = compress_labels(tax, toy_embed, count_tokens, proposed=proposed, alpha=0.0, ids=["cancel"])["cancel"]
     assert helped.candidates_considered == plain.candidates_considered + 2
     assert helped.source == "llm" and helped.label == "cancel an order that has already been placed"
 
@@ -356,7 +365,7 @@ def test_match_many_embeds_once() -> None:
 
 
 def test_difflib_and_rapidfuzz_agree_on_typos() -> None:
-    labels = LabelSet(kb_taxonomy(with_labels=True), "compressed").as_dict()
+    labels = LabelSet(kb_taxonomy(with_labels=True), "compressed", chooser=CURATED_FIRST).as_dict()
     slow = OutputMatcher(labels, gestalt_backend="difflib")
     fast = OutputMatcher(labels, gestalt_backend="rapidfuzz")
     rng = np.random.default_rng(0)
@@ -375,5 +384,5 @@ def test_difflib_and_rapidfuzz_agree_on_typos() -> None:
 def test_matcher_rejects_ambiguous_labels() -> None:
     with pytest.raises(ValueError, match="a and b share"):
         OutputMatcher({"a": "Cancel Order", "b": "cancel order "})
-    labels = LabelSet(kb_taxonomy(with_labels=True), "compressed")
+    labels = LabelSet(kb_taxonomy(with_labels=True), "compressed", chooser=CURATED_FIRST)
     assert output_matcher(labels.as_dict()).match("Refund Status").intent_id == "payment.refund.status"

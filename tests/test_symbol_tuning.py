@@ -211,6 +211,11 @@ def test_run_py_writes_results(tmp_path: Path) -> None:
     record = json.loads(results[0].read_text())
     assert record["experiment"] == "st_sg" and record["market"] == "sg" and record["test_size"] == 6
     assert record["target"] == "compressed" and record["backbone"] == "tiny-llama"
+    # labels chosen by the objective; results.json says which proposer won how many of the 50 SG labels
+    assert record["label_choice"] == "objective:curated+extractive"
+    won = record["labels"]["sources"]
+    assert sum(won.values()) == 50 and set(won) <= {"curated", "extractive"}
+    assert record["labels"]["chooser"]["encoder"] == "minilm-l6" and Path(record["labels"]["choices_file"]).is_file()
     assert record["data_sizes"]["test"] == 6 and record["data_sizes"]["train"] > 0
     assert {"test/acc", "test/unmatched", "test/acc_level1"} <= set(record["metrics"])
     rows = _predictions(results[0].parent)

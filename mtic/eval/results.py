@@ -127,6 +127,7 @@ def ablation_settings(cfg: DictConfig) -> dict[str, Any]:
     labels = cfg.get("labels", {}) or {}
     return {
         "target": labels.get("target"),
+        "label_choice": label_choice_setting(labels),
         "cross_lingual": labels.get("cross_lingual"),
         "backbone": cfg.get("backbone", {}).get("name"),
         "decode": model.get("decode"),
@@ -138,6 +139,15 @@ def ablation_settings(cfg: DictConfig) -> dict[str, Any]:
         "pseudo_selection": pseudo_selection_setting(cfg),
         **{switch: model.get(switch) for switch in HTC_SWITCHES},
     }
+
+
+def label_choice_setting(labels: Any) -> str | None:
+    """How compressed labels were chosen: `curated` (forced) or the proposers the objective chose among."""
+    if labels.get("target") != "compressed":
+        return None
+    if labels.get("force"):
+        return str(labels.get("force"))
+    return "objective:" + "+".join(str(p) for p in labels.get("proposers") or [])
 
 
 def candidates_setting(cfg: DictConfig) -> str | None:
@@ -155,6 +165,16 @@ def pseudo_selection_setting(cfg: DictConfig) -> str | None:
     if not pseudo_valid:
         return None
     return "pseudo+single_turn" if pseudo_valid.get("single_turn") else "pseudo"
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident memory of this process so far, in MB (None where the platform does not report it)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux, bytes on macOS
+    return round(kb / (1024 * 1024 if platform.system() == "Darwin" else 1024), 1)
 
 
 def write_results(
@@ -186,6 +206,7 @@ def write_results(
         "metrics": {k: round(float(v), 6) for k, v in metrics.items()},
         "wall_time_s": round(time.time() - started_at, 2),
         "host": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "peak_rss_mb": peak_rss_mb(),
         "config": redact(OmegaConf.to_container(cfg, resolve=True)),
     }
     if extra:

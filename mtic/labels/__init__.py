@@ -2,6 +2,7 @@
 
 Depends on `mtic.data` only; embedders and LLMs are passed in as callables.
 """
+from mtic.labels.chooser import PROPOSERS, LabelChooser
 from mtic.labels.compress import (
     DEFAULT_ALPHA,
     CompressionChoice,
@@ -29,12 +30,14 @@ __all__ = [
     "ANSWER_PREFIX",
     "DEFAULT_ALPHA",
     "MATCH_METHODS",
+    "PROPOSERS",
     "SUMMARY_TEMPLATE",
     "SYMBOL_STYLES",
     "TARGET_KINDS",
     "CompressionChoice",
     "CompressionFileError",
     "HashedEmbedder",
+    "LabelChooser",
     "LabelSet",
     "LabelSetError",
     "MatchResult",

@@ -1,16 +1,19 @@
 """Label compression (the paper's Symbol Tuning labels): pick a short label L' for every verbose title L.
 
-For each intent the chosen label minimises
+For each intent the chosen label minimises the paper's objective  min_L' C(L') + E(L', L):
 
-    loss(L') = alpha * C(L') / C(L)  +  (1 - cos(emb(L'), emb(L)))
+    loss(L') = alpha * C(L') / C(L)  +  (1 - cos(phi(L'), phi(L)))      (normalise=True, the default)
+    loss(L') = alpha * C(L')         +  (1 - cos(phi(L'), phi(L)))      (normalise=False; alpha=1: the literal C + E)
 
-where C counts tokens (`count_tokens`) and emb is the caller's sentence embedder (`embed`, L2-normalised rows).
+where C counts tokens (`count_tokens`), phi is the caller's sentence embedder (`embed`, L2-normalised rows) and
+E = 1 - cos is the semantic loss of replacing the title by the label (0 = same meaning, `objective`).
 Dividing C(L') by C(L), the token count of the title itself, puts the length term on the same 0..1 scale as the
-semantic term: `alpha` is the price of keeping the whole title relative to losing all of its meaning. The
+semantic term: `alpha` is then the price of keeping the whole title relative to losing all of its meaning. The
 default alpha = 1 gives about 2 words per label on the demo knowledge base with MiniLM embeddings (the paper's
-"about 2 words"); lower it for longer, more faithful labels.
-Candidates are extractive (ordered subsets of 1..`max_words` content words of the title, filler and stop words
-removed; contiguous character spans for scripts written without spaces) plus, optionally, an LLM's proposals.
+"about 2 words"). Unnormalised, one token costs as much as the whole semantic range: the shortest candidates win.
+Candidates come from proposers (mtic/labels/chooser.py): extractive (ordered subsets of 1..`max_words` content
+words of the title, filler and stop words removed; contiguous character spans for scripts written without
+spaces), `proposed` ones (the bundle's curated label, an LLM's proposals), all scored alike.
 Labels are made unique across the set (see `resolve_collisions`). Results go to a reviewable JSONL file
 (`save_compression` / `load_compression`) whose hand edits are respected.
 """
@@ -38,11 +41,11 @@ from mtic.labels.text import clean_text, normalize_text
 
 __all__ = [
     "DEFAULT_ALPHA", "CompressionChoice", "CompressionFileError", "HashedEmbedder", "compress_labels",
-    "extractive_candidates", "load_compression", "resolve_collisions", "save_compression", "word_count",
+    "extractive_candidates", "load_choices", "load_compression", "objective", "resolve_collisions", "save_compression",
+    "word_count",
 ]
 
 Embed = Callable[[list[str]], np.ndarray]
-LLMPropose = Callable[[str], list[str]]
 
 DEFAULT_ALPHA = 1.0
 DEFAULT_LLM_PROMPT = (
@@ -56,8 +59,9 @@ EXTRACTIVE, LLM = "extractive", "llm"
 class CompressionChoice:
     """The label chosen for one intent.
 
-    `cost` is the minimised objective alpha*C(L')/C(L) + (1 - cos) (lower is better), `similarity` the cosine
-    between label and title, `tokens` = C(L'), `title` the text that was compressed, `source` extractive | llm.
+    `cost` is the minimised objective (`objective`, lower is better), `similarity` the cosine between label and
+    title, `tokens` = C(L'), `title` the text that was compressed, `source` the proposer (curated | extractive |
+    llm, or file for a label read from a compression file).
     """
 
     label: str
@@ -147,21 +151,31 @@ def resolve_collisions(
         pick[mover] = j
 
 
+def objective(tokens: int, title_tokens: int, similarity: float, alpha: float = DEFAULT_ALPHA,
+              normalise: bool = True) -> float:
+    """The loss of a label of `tokens` tokens whose cosine with its title (`title_tokens` tokens) is `similarity`:
+    alpha * C(L') [/ C(L) when normalise] + (1 - cos)."""
+    length = tokens / max(title_tokens, 1) if normalise else float(tokens)
+    return alpha * length + (1.0 - similarity)
+
+
 def _rank(
     proposals: Sequence[tuple[str, str]],
     vectors: Mapping[str, np.ndarray],
     title: str,
     count_tokens: CountTokens,
     alpha: float,
+    normalise: bool,
 ) -> list[Candidate]:
-    """Candidates of one title scored alpha*C(L')/C(L) + 1 - cos and sorted best first (ties: fewer tokens)."""
+    """Candidates of one title scored by `objective` and sorted best first (ties: fewer tokens, then text)."""
     title_vec = vectors[title]
     title_tokens = max(count_tokens(title), 1)
     options = []
     for cand, source in proposals:
         tokens = count_tokens(cand)
         similarity = float(np.clip(vectors[cand] @ title_vec, -1.0, 1.0))
-        options.append(Candidate(cand, alpha * tokens / title_tokens + (1.0 - similarity), similarity, tokens, source))
+        cost = objective(tokens, title_tokens, similarity, alpha, normalise)
+        options.append(Candidate(cand, cost, similarity, tokens, source))
     return sorted(options, key=lambda o: (round(o.cost, 12), o.tokens, o.label))
 
 
@@ -169,23 +183,25 @@ def compress_labels(
     taxonomy: Taxonomy,
     embed: Embed,
     count_tokens: CountTokens,
-    llm: LLMPropose | None = None,
     english: bool = False,
     *,
+    proposed: Mapping[str, Sequence[tuple[str, str]]] | None = None,
+    extractive: bool = True,
     alpha: float = DEFAULT_ALPHA,
+    normalise: bool = True,
     max_words: int = 4,
     max_content_words: int = 12,
     ids: Sequence[str] | None = None,
     reserved: Iterable[str] = (),
     fillers: Iterable[str] = FILLER_PREFIXES,
     stopwords: Iterable[str] = STOPWORDS,
-    llm_prompt: str = DEFAULT_LLM_PROMPT,
     batch_size: int = 256,
 ) -> dict[str, CompressionChoice]:
     """Compressed label of every intent (or of `ids`), unique across the set and distinct from `reserved`.
 
-    `english=True` compresses `title_en` where available (cross-lingual labels). `llm(prompt)` may propose
-    extra candidates; the prompt is `llm_prompt` formatted with the title. See the module docstring.
+    `english=True` compresses `title_en` where available (cross-lingual labels). `proposed` adds candidates of
+    other proposers per intent id as (text, source) pairs; `extractive=False` leaves the extractive ones out.
+    A candidate not shorter than its title is dropped. See the module docstring.
     """
     if alpha < 0:
         raise ValueError(f"alpha must be >= 0, got {alpha}")
@@ -198,14 +214,14 @@ def compress_labels(
     proposals: dict[str, list[tuple[str, str]]] = {}
     for i in order:
         title = titles[i]
-        found = [(c, EXTRACTIVE) for c in extractive_candidates(title, max_words, max_content_words, fillers, stopwords)]
-        if llm is not None:
-            title_tokens = max(count_tokens(title), 1)
-            proposed = llm(llm_prompt.format(title=title)) or []
-            for raw in [proposed] if isinstance(proposed, str) else proposed:
-                cand = clean_llm_candidate(raw, title_tokens, count_tokens)
-                if cand is not None:
-                    found.append((cand, LLM))
+        found = []
+        if extractive:
+            found += [(c, EXTRACTIVE) for c in extractive_candidates(title, max_words, max_content_words, fillers, stopwords)]
+        title_tokens = max(count_tokens(title), 1)
+        for raw, source in (proposed or {}).get(i, ()):
+            cand = clean_llm_candidate(raw, title_tokens + 1, count_tokens)  # at most as long as the title
+            if cand is not None:
+                found.append((cand, source))
         seen: dict[str, tuple[str, str]] = {}
         for cand, source in found:
             k = normalize_text(cand)
@@ -217,14 +233,15 @@ def compress_labels(
     size = 0
     for k, i in enumerate(order):  # embed intents chunk by chunk: memory stays bounded on big taxonomies
         if not proposals[i]:
-            raise ValueError(f"intent {i}: no candidate label left for title {titles[i]!r} (all reserved?)")
+            raise ValueError(f"intent {i}: no candidate label for title {titles[i]!r} (no proposer gave one, or all"
+                             " are reserved)")
         chunk.append(i)
         size += len(proposals[i]) + 1
         if k == len(order) - 1 or size >= batch_size:
             texts = [titles[j] for j in chunk] + [c for j in chunk for c, _ in proposals[j]]
             vectors = embed_all(texts, embed, batch_size)
             for j in chunk:
-                ranked[j] = _rank(proposals[j], vectors, titles[j], count_tokens, alpha)
+                ranked[j] = _rank(proposals[j], vectors, titles[j], count_tokens, alpha, normalise)
             chunk, size = [], 0
     pick = resolve_collisions(ranked, order, reserved)
     out = {}
@@ -237,7 +254,8 @@ def compress_labels(
 # -- the reviewable file -----------------------------------------------------------------------------------------
 FILE_HEADER = (
     "# mtic label compression: one intent per line. Edit \"label\" to override the chosen label; the other fields"
-    " are informational (score = alpha*C/C(title) + 1 - cosine, lower is better). Lines starting with # are ignored."
+    " are informational (score = the objective alpha*C(L')[/C(L)] + 1 - cosine, lower is better; source = the"
+    " proposer that won). Lines starting with # are ignored."
 )
 
 
@@ -248,10 +266,23 @@ def save_compression(path: str | Path, choices: Mapping[str, CompressionChoice])
     lines = [FILE_HEADER]
     for intent_id, c in choices.items():
         row = {"id": intent_id, "title": c.title, "label": c.label, "score": round(c.cost, 4),
-               "similarity": round(c.similarity, 4), "tokens": c.tokens, "source": c.source}
+               "similarity": round(c.similarity, 4), "tokens": c.tokens, "source": c.source,
+               "candidates": c.candidates_considered}
         lines.append(json.dumps(row, ensure_ascii=False))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def load_choices(path: str | Path) -> dict[str, CompressionChoice]:
+    """The choices of a file written by `save_compression` (a cache the chooser wrote itself), in file order."""
+    out: dict[str, CompressionChoice] = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            row = json.loads(line)
+            out[row["id"]] = CompressionChoice(row["label"], float(row["score"]), float(row["similarity"]),
+                                               int(row.get("candidates", 0)), int(row["tokens"]), row["title"],
+                                               row["source"])
+    return out
 
 
 def load_compression(path: str | Path, taxonomy: Taxonomy | None = None) -> dict[str, str]:

@@ -2,14 +2,16 @@
 
 Kinds (the paper's ablation, Table "label types"):
 - `original`   the verbose title r (English `title_en` when `cross_lingual` and available);
-- `compressed` a short label (~2 words): the curated `label` of the intent, else the reviewed compression
-               file's entry, else a deterministic extractive compression of the title (`compress.py`);
+- `compressed` a short label (~2 words) chosen by the compression objective among the candidates of every
+               proposer (curated label, extractive, LLM: `chooser.py`); a reviewed compression file's entries win
+               (each difference from the objective's choice is reported);
 - `symbolic`   meaningless symbols, unique per intent ("Kavo Setu" pseudo-words, or "Label 17"), seeded;
 - `summary`    the verbose title as the final label of "You are asking about {summary}. So, the intent title
                is {r}" (assembled by the chat encoder; `summary_answer` / `parse_summary_answer` help).
 """
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Iterable, Iterator, Mapping
 from enum import Enum
@@ -18,7 +20,8 @@ from typing import Any
 
 from mtic.data.schema import Intent
 from mtic.data.taxonomy import Taxonomy
-from mtic.labels.compress import HashedEmbedder, compress_labels, load_compression, word_count
+from mtic.labels.chooser import LabelChooser, source_counts
+from mtic.labels.compress import load_compression
 from mtic.labels.text import SUMMARY_TEMPLATE, normalize_text, output_key
 from mtic.labels.text import parse_summary_answer as _parse_summary_answer
 
@@ -53,11 +56,12 @@ SYMBOL_STYLES: tuple[str, ...] = ("pseudoword", "index")
 _CONSONANTS = "bdfgklmnprstvz"
 _VOWELS = "aeiou"
 
-# Candidate limits of the model-free fallback compression (kept small: it runs whenever a LabelSet is built).
-FALLBACK_LIMITS: dict[str, int] = {"max_words": 3, "max_content_words": 8}
+# Where a label came from (LabelSet.sources), besides the proposers of chooser.py (curated, extractive, llm).
+FILE, TITLE, SYMBOL = "file", "title", "symbol"
+# Differences between a compression file and the objective listed in `report()` (all are counted).
+MAX_REPORTED_CONFLICTS = 20
 
-# Where a label came from (LabelSet.sources).
-CURATED, FILE, EXTRACTIVE, TITLE, SYMBOL = "curated", "file", "extractive", "title", "symbol"
+log = logging.getLogger("mtic")
 
 
 class LabelSetError(ValueError):
@@ -113,10 +117,11 @@ def as_taxonomy(taxonomy: Any) -> Taxonomy:
 class LabelSet:
     """The label text of every intent of a taxonomy for one target kind, unique across the set.
 
-    `compressed` is a {intent id: label} mapping from a reviewed compression file (used by the compressed kind
-    for intents without a curated label; ignored by the other kinds). `seed` and `symbols` shape the symbolic
-    kind. Labels are compared case- and space-insensitively: two intents whose labels only differ in case are
-    a `LabelSetError`.
+    The compressed kind takes its labels from `chooser` (default: `LabelChooser()`, curated + extractive
+    candidates scored with MiniLM); `compressed` is a {intent id: label} mapping from a reviewed compression file,
+    whose entries win over the chooser (differences are logged and listed in `report()`). Other kinds take
+    neither. `seed` and `symbols` shape the symbolic kind. Labels are compared case- and space-insensitively: two
+    intents whose labels only differ in case are a `LabelSetError`.
     """
 
     def __init__(
@@ -127,13 +132,17 @@ class LabelSet:
         compressed: Mapping[str, str] | None = None,
         seed: int = 0,
         symbols: str = "pseudoword",
+        chooser: LabelChooser | None = None,
     ) -> None:
         self.taxonomy = taxonomy = as_taxonomy(taxonomy)
         self.kind = TargetKind.parse(kind)
         self.cross_lingual = bool(cross_lingual)
         self.seed = seed
         self.sources: dict[str, str] = {}
+        self.chooser: LabelChooser | None = None
+        self.file_conflicts: list[dict[str, str]] = []
         if self.kind is TargetKind.COMPRESSED:
+            self.chooser = chooser or LabelChooser()
             self._labels = self._compressed(dict(compressed or {}))
         elif self.kind is TargetKind.SYMBOLIC:
             title_words = {w for i in taxonomy.intents for t in (i.title, i.title_en or "") for w in t.lower().split()}
@@ -154,35 +163,49 @@ class LabelSet:
         compression_file: str | Path | None = None,
         seed: int = 0,
         symbols: str = "pseudoword",
+        **chooser: Any,
     ) -> LabelSet:
-        """The config entry point (`conf/labels/*.yaml`): reads and validates `compression_file` when given."""
+        """The config entry point (`conf/labels/*.yaml`): reads and validates `compression_file` when given; the
+        compressed kind's other keys (proposers, force, alpha, normalise, encoder, tokenizer, compress_llm,
+        max_words, max_content_words, cache_dir) configure its `LabelChooser`."""
         taxonomy = as_taxonomy(taxonomy)
+        kind = TargetKind.parse(target)
+        if chooser and kind is not TargetKind.COMPRESSED:
+            raise ValueError(f"labels: {sorted(chooser)} only apply to target=compressed, not {kind}")
         compressed = load_compression(compression_file, taxonomy) if compression_file else None
-        return cls(taxonomy, target, cross_lingual, compressed, seed, symbols)
+        made = LabelChooser(**chooser) if kind is TargetKind.COMPRESSED else None
+        return cls(taxonomy, kind, cross_lingual, compressed, seed, symbols, chooser=made)
 
     # -- building ------------------------------------------------------------------------------------------
     def _compressed(self, from_file: dict[str, str]) -> dict[str, str]:
-        """Curated label (English with cross_lingual), else the file's label, else an extractive compression of
-        the (English) title, made unique against the rest."""
-        tax = self.taxonomy
-        fixed: dict[str, str] = {}
-        for i in tax.ids:
-            curated = (tax.curated_label(i, english=self.cross_lingual) or "").strip()
-            if curated:
-                fixed[i], self.sources[i] = curated, CURATED
-            elif from_file.get(i, "").strip():
-                fixed[i], self.sources[i] = from_file[i].strip(), FILE
-        self._check_unique(fixed)
-        missing = [i for i in tax.ids if i not in fixed]
-        if missing:
-            titles = [tax.unique_title(i, english=self.cross_lingual) for i in tax.ids]
-            choices = compress_labels(
-                tax, HashedEmbedder(titles), word_count, english=self.cross_lingual, ids=missing,
-                reserved=fixed.values(), **FALLBACK_LIMITS,
-            )
-            for i in missing:
-                fixed[i], self.sources[i] = choices[i].label, EXTRACTIVE
-        return {i: fixed[i] for i in tax.ids}
+        """The chooser's label of every intent (English titles with cross_lingual), replaced by the compression
+        file's label where the file has one; each replacement that differs from the objective is reported."""
+        assert self.chooser is not None
+        choices = self.chooser.choose(self.taxonomy, english=self.cross_lingual)
+        labels = {i: c.label for i, c in choices.items()}
+        self.sources = {i: c.source for i, c in choices.items()}
+        for i, label in from_file.items():
+            if normalize_text(label) != normalize_text(labels[i]):
+                self.file_conflicts.append({"id": i, "file": label, "objective": labels[i],
+                                            "objective_source": self.sources[i]})
+            labels[i], self.sources[i] = label.strip(), FILE
+        if self.file_conflicts:
+            shown = "; ".join(f"{c['id']}: {c['objective']!r} -> {c['file']!r}" for c in self.file_conflicts[:5])
+            log.warning("labels.compression_file overrides %d label(s) the objective chose differently: %s%s",
+                        len(self.file_conflicts), shown, " ..." if len(self.file_conflicts) > 5 else "")
+        return labels
+
+    def report(self) -> dict[str, Any]:
+        """What results.json records of the labels: kind, how many labels each proposer won, the settings of the
+        choice, and where the compression file overrode the objective."""
+        out: dict[str, Any] = {"kind": str(self.kind), "cross_lingual": self.cross_lingual,
+                               "sources": source_counts(self.sources)}
+        if self.chooser is not None:
+            out["chooser"] = self.chooser.settings()
+            out["choices_file"] = None if self.chooser.choices_file is None else str(self.chooser.choices_file)
+            out["file_conflicts"] = len(self.file_conflicts)
+            out["file_conflicts_shown"] = self.file_conflicts[:MAX_REPORTED_CONFLICTS]
+        return out
 
     def _check_unique(self, labels: Mapping[str, str]) -> dict[str, str]:
         by_key: dict[str, str] = {}

@@ -22,6 +22,7 @@ from mtic.eval.supervision import Supervision
 from mtic.eval.wandb_records import attach_to_wandb
 from mtic.inputs.data_plan import ValidationPlan
 from mtic.inputs.datamodule import MTICDataModule, config_supervision
+from mtic.labels.targets import LabelSet
 from mtic.models.checkpoint_io import ArtifactError, existing_file, read_checkpoint
 
 log = logging.getLogger("mtic")
@@ -171,6 +172,8 @@ def run(cfg: DictConfig, fit: bool = True, test: bool = True, checkpoint: str | 
         data_sizes["test"] = len(datamodule.datasets["test"])
     test_size = data_sizes.get("test", 0)
     sizes: dict[str, Any] = {"data_sizes": data_sizes}
+    if isinstance(getattr(model, "labels", None), LabelSet):
+        sizes["labels"] = model.labels.report()  # which proposer won how many labels, file overrides
     if fit:
         sizes["selection"] = plan.record(selection_rule(cfg))
         sizes["training_fallback"] = datamodule.training_fallback

@@ -6,8 +6,8 @@ answer set of each request (the candidate intents' rendered answers) by length-n
 the prompts of a batch run as one left-padded forward pass, then all their candidates run as one packed pass
 over that key/value cache (see `LocalLLM.score_prompts`).
 
-`LocalProposer` puts the same loaded model behind label compression's `proposer(prompt) -> [candidate, ...]`
-(beam-search continuations of a raw prompt): one local-LLM wrapper for every use.
+Label compression's LLM proposer (`labels.compress_llm`, mtic/labels/chooser.py) is this backend with decode
+greedy: one local-LLM wrapper for every use.
 """
 from __future__ import annotations
 
@@ -160,14 +160,6 @@ class LocalLLM:
                                   do_sample=False, pad_token_id=self.pad_id, eos_token_id=self.tokenizer.eos_token_id)
         return self.tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
 
-    @torch.no_grad()
-    def continuations(self, text: str, n: int) -> list[str]:
-        """The `n` best beam-search continuations of a raw text prompt (no template, not cached), best first."""
-        inputs = self.tokenizer(text, return_tensors="pt")
-        out = self.model.generate(**inputs, num_beams=max(n, 2), num_return_sequences=n,
-                                  max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=self.pad_id)
-        return self.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-
     def _response(self, scores: torch.Tensor, request: LLMRequest) -> LLMResponse:
         values = tuple(round(float(s), SCORE_DECIMALS) for s in scores)
         best = max(range(len(values)), key=lambda k: (values[k], -k))
@@ -191,20 +183,3 @@ class LocalLLM:
     def score_prompts(self, prompts: Sequence[list[int]], choices: Sequence[list[list[int]]]) -> list[torch.Tensor]:
         """Mean (per-token) log-probability of each prompt's choices (see `label_scoring.score_prompts`)."""
         return score_prompts(self.model, prompts, choices, self.pad_id)
-
-
-class LocalProposer:
-    """`proposer(prompt) -> [candidate, ...]` (label compression, `mtic compress --llm`): a `LocalLLM`'s
-    beam-search continuations of the prompt, each cut at its first line break."""
-
-    def __init__(self, model: str, cache_dir: str | None = None, n: int = 3, max_new_tokens: int = 8) -> None:
-        self.llm = LocalLLM(model, mode=GENERATE, max_new_tokens=max_new_tokens, cache_dir=cache_dir)
-        self.n = n
-
-    @property
-    def tokenizer(self) -> Any:
-        return self.llm.tokenizer
-
-    def __call__(self, prompt: str) -> list[str]:
-        texts = self.llm.continuations(prompt, self.n)
-        return [t.strip().splitlines()[0].strip() for t in texts if t.strip()]
