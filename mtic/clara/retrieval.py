@@ -5,15 +5,21 @@ the hits are merged over the session (a demo keeps its best similarity, history 
 down), de-duplicated and capped. Optionally a candidate proposer (the fine-tuned single-turn HTC) names likely
 intents for the last query; the demos of those intents closest to the last query are always included. The
 similarity of every demo is kept: self-consistency orders the demos by it.
+
+The index searches exactly (brute force, mtic/clara/vector_search.py) up to `ann_above` demos; above it, and
+only when an approximate index is configured (`ann`, mtic/clara/ann.py), the demos of a session come from an
+HNSW graph whose recall@k against exact search is measured and logged when it is built. Exact results do not
+depend on the threshold: below it they are those of a full sort by (similarity, index).
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from mtic.clara.vector_search import exact_top_k, unit_rows
 from mtic.data.schema import SingleTurnQuery
 
 Embed = Callable[[Sequence[str], str], np.ndarray]
@@ -34,12 +40,21 @@ class Demo:
     score: float
 
 
-def _unit_rows(matrix: np.ndarray) -> np.ndarray:
-    matrix = np.asarray(matrix, dtype=np.float32)
-    if matrix.ndim != 2:
-        raise ValueError(f"embeddings must be a 2-D array, got shape {matrix.shape}")
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return matrix / np.maximum(norms, 1e-12)
+class ApproximateSearch(Protocol):
+    """An approximate index's settings (`pipeline.retrieval.ann`): `build(unit vectors, k)` -> an index whose
+    `search(unit queries, k)` returns (indices, similarities) like `exact_top_k`, with its measured `recall`."""
+
+    def build(self, vectors: np.ndarray, k: int) -> Any: ...
+
+
+def unique_demos(texts: Iterable[str], intents: Iterable[str]) -> list[tuple[str, str]]:
+    """The (text, intent) pairs the index holds: each once, first occurrence order."""
+    return list(dict.fromkeys(zip(texts, intents)))
+
+
+def uses_ann(n_demos: int, ann_above: int | None, ann: Any) -> bool:
+    """Whether an index of `n_demos` demos searches approximately: an `ann` is configured and n_demos > ann_above."""
+    return ann is not None and ann_above is not None and n_demos > int(ann_above)
 
 
 class DemoIndex:
@@ -47,47 +62,53 @@ class DemoIndex:
 
     Duplicate (text, intent) pairs are indexed once. `doc_kind` is the embedding kind of the indexed queries:
     'query' for symmetric query-to-query similarity (the e5 recommendation), 'passage' for asymmetric search.
+    With `ann` and more than `ann_above` demos, `search` goes to the approximate index built by `ann`
+    (its recall@`recall_k` is measured at build: `self.approximate.recall`); otherwise it is exact.
     """
 
-    def __init__(self, texts: Sequence[str], intents: Sequence[str], embed: Embed, doc_kind: str = QUERY_KIND) -> None:
+    def __init__(self, texts: Sequence[str], intents: Sequence[str], embed: Embed, doc_kind: str = QUERY_KIND,
+                 ann_above: int | None = None, ann: ApproximateSearch | None = None, recall_k: int = 5) -> None:
         if len(texts) != len(intents):
             raise ValueError("texts and intents must have the same length")
         if doc_kind not in EMBED_KINDS:
             raise ValueError(f"doc_kind must be one of {EMBED_KINDS}, got {doc_kind!r}")
-        pairs = list(dict.fromkeys(zip(texts, intents)))
+        pairs = unique_demos(texts, intents)
         if not pairs:
             raise ValueError("the demo index needs at least one labelled query")
         self.texts = [t for t, _ in pairs]
         self.intents = [i for _, i in pairs]
-        self.vectors = _unit_rows(embed(self.texts, doc_kind))
+        self.vectors = unit_rows(embed(self.texts, doc_kind))
         if len(self.vectors) != len(self.texts):
             raise ValueError("embed returned a different number of vectors than texts")
+        self.approximate = ann.build(self.vectors, recall_k) if uses_ann(len(pairs), ann_above, ann) else None
         by_intent: dict[str, list[int]] = {}
         for k, intent in enumerate(self.intents):
             by_intent.setdefault(intent, []).append(k)
         self.by_intent = {i: np.asarray(rows) for i, rows in by_intent.items()}
 
     @classmethod
-    def from_queries(cls, queries: Iterable[SingleTurnQuery], embed: Embed, doc_kind: str = QUERY_KIND) -> DemoIndex:
+    def from_queries(cls, queries: Iterable[SingleTurnQuery], embed: Embed, doc_kind: str = QUERY_KIND,
+                     **search: Any) -> DemoIndex:
+        """The index of `queries`; `search`: `ann_above`, `ann`, `recall_k` (see the class)."""
         queries = list(queries)
-        return cls([q.text for q in queries], [q.intent for q in queries], embed, doc_kind)
+        return cls([q.text for q in queries], [q.intent for q in queries], embed, doc_kind, **search)
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(indices, similarities), each (len(vectors), min(k, len)), best first; ties go to the lower index."""
-        sims = _unit_rows(vectors) @ self.vectors.T
-        k = min(k, len(self))
-        order = np.lexsort((np.broadcast_to(np.arange(len(self)), sims.shape), -sims), axis=1)[:, :k]
-        return order, np.take_along_axis(sims, order, axis=1)
+        """(indices, similarities), each (len(vectors), min(k, len)), best first; exact search: ties go to the
+        lower index."""
+        if self.approximate is not None:
+            return self.approximate.search(unit_rows(vectors), k)
+        return exact_top_k(unit_rows(vectors), self.vectors, k)
 
     def best_of_intent(self, vector: np.ndarray, intent: str, n: int) -> list[tuple[int, float]]:
         """The `n` queries of `intent` closest to `vector` as (index, similarity), best first."""
         rows = self.by_intent.get(intent)
         if rows is None or n <= 0:
             return []
-        sims = self.vectors[rows] @ _unit_rows(vector[None, :])[0]
+        sims = self.vectors[rows] @ unit_rows(vector[None, :])[0]
         order = np.lexsort((rows, -sims))[:n]
         return [(int(rows[j]), float(sims[j])) for j in order]
 
@@ -128,7 +149,7 @@ class Retriever:
         flat = [q for queries in sessions for q in queries]
         if not flat:
             return []
-        vectors = _unit_rows(self.embed(flat, self.query_kind))
+        vectors = unit_rows(self.embed(flat, self.query_kind))
         hits, sims = self.index.search(vectors, self.k)
         proposals = self._proposals([queries[-1] for queries in sessions])
         out, start = [], 0
@@ -168,13 +189,20 @@ class Retriever:
 def build_retriever(bundle: Any, taxonomy: Any, embedder: Any, cache_dir: str | None = None, doc_kind: str = "query",
                     k: int = 5, max_demos: int = 10, history_weight: float = 1.0,
                     single_turn_split: str | None = "train", candidates: Mapping[str, Any] | None = None,
+                    ann_above: int | None = None, ann: ApproximateSearch | Mapping[str, Any] | None = None,
                     ) -> Retriever:
     """`pipeline.retrieval`'s `_target_`: the demo index over the labelled single-turn queries of `bundle`
     (`single_turn_split`) and the session retriever. `embedder` is the loaded sentence embedder (the config names
     it; the pipeline loads it once for retrieval and the answer matcher). `candidates`: M_c's settings, used when
-    they name a `checkpoint` (the single-turn HTC that proposes intents)."""
+    they name a `checkpoint` (the single-turn HTC that proposes intents). Above `ann_above` demos the index is the
+    approximate one `ann` builds (a config node with its `_target_` is instantiated here); null = always exact."""
     queries = bundle.require_single_turn(single_turn_split or None)
-    index = DemoIndex.from_queries(queries, embedder.encode, doc_kind=doc_kind)
+    if isinstance(ann, Mapping):
+        from hydra.utils import instantiate
+
+        ann = instantiate(ann)
+    index = DemoIndex.from_queries(queries, embedder.encode, doc_kind=doc_kind, ann_above=ann_above, ann=ann,
+                                   recall_k=int(k))
     candidates = dict(candidates or {})
     proposer = None
     if candidates.get("checkpoint"):

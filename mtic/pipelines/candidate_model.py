@@ -25,6 +25,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from mtic.clara.retrieval import uses_ann
 from mtic.config_schema import ConfigError
 from mtic.data.sources import bundle_fingerprint
 from mtic.eval.supervision import SINGLE_TURN, SINGLE_TURN_VALID, Supervision
@@ -97,10 +98,14 @@ def plan_candidates(cfg: DictConfig, retrieval: Mapping[str, Any], bundle_dir: P
     return retrieval, Supervision(train=[SINGLE_TURN], selection=[SINGLE_TURN_VALID])
 
 
-def identity(retrieval: Mapping[str, Any]) -> dict[str, Any]:
+def identity(retrieval: Mapping[str, Any], n_demos: int) -> dict[str, Any]:
     """The retrieval settings that determine the demos (a cached M_c by its key, not by where the cache is), without
-    Hydra's keys (`_target_`): the view of M_c counts by its settings."""
+    Hydra's keys (`_target_`): the view of M_c counts by its settings. The approximate index's settings
+    (`ann_above`, `ann`) count only when an index of `n_demos` demos uses it: exact search keys as before them."""
     out = _settings(retrieval)
+    if not uses_ann(n_demos, out.get("ann_above"), out.get("ann")):
+        out.pop("ann_above", None)
+        out.pop("ann", None)
     candidates = out.get("candidates")
     if isinstance(candidates, Mapping) and candidates.get("model_key"):
         out["candidates"] = {k: v for k, v in candidates.items() if k != "checkpoint"}

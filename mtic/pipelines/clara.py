@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from mtic.clara.labeler import SCORE_METHOD, SYMBOL_METHOD, SessionLabeler
 from mtic.clara.llm import LLMBackend, backend_mode
 from mtic.clara.pseudo_label import Outputs, pseudo_label, recover
+from mtic.clara.retrieval import unique_demos
 from mtic.clara.self_consistency import RULES
 from mtic.config_schema import ConfigError
 from mtic.data.bundle import Bundle, read_bundle, read_unlabeled_gold, write_jsonl
@@ -200,18 +201,20 @@ def pseudo_label_stage(cfg: DictConfig, self_consistency: str, sc_orders: int, s
     sessions = sessions[: int(cap)] if cap else sessions
     retrieval, used = plan_candidates(cfg, retrieval, bundle_dir)
     used.add(train=[SINGLE_TURN])  # the demos
+    demos = bundle.require_single_turn(retrieval.get("single_turn_split", "train") or None)
+    n_demos = len(unique_demos((q.text for q in demos), (q.intent for q in demos)))
     if pseudo_labels:
         out = Path(pseudo_labels)
     else:
         key = artifact_key(cfg, bundle_dir, {"split": split, "max_sessions": cap, "n_orders": n_orders,
-                                             "rule": rule, "sc_seed": sc_seed, "retrieval": identity(retrieval)})
+                                             "rule": rule, "sc_seed": sc_seed, "retrieval": identity(retrieval, n_demos)})
         out = Path(artifact_dir).expanduser() / f"{cfg.market.name}-{key}" / RECORDS_FILE
     have = recover(out)
     log.info("pseudo-labels: %s (%d of %d sessions already labelled)", out, sum(s.id in have for s in sessions),
              len(sessions))
     labeler = LazyLabeler(lambda: build_labeler(cfg, bundle, taxonomy, retrieval, labels, matcher, vote))
     settings = {"prompt": cfg.prompt.name, "rule": rule if n_orders > 1 else NO_SC, "n_orders": n_orders,
-                "llm": llm_summary(cfg), "retrieval": identity(retrieval), "bundle": str(bundle_dir),
+                "llm": llm_summary(cfg), "retrieval": identity(retrieval, n_demos), "bundle": str(bundle_dir),
                 "split": split, "max_sessions": cap}
     gold = _gold(bundle, sessions, taxonomy)
     summary = pseudo_label(sessions, labeler, out, batch_size=batch_size, gold=gold, settings=settings,
