@@ -48,18 +48,26 @@ def test_recall_at_k_counts_shared_ids_per_query() -> None:
     assert recall_at_k(np.array([[-1, -1, 0], [7, 8, 9]]), exact) == pytest.approx(1 / 6)
     with pytest.raises(ValueError):
         recall_at_k(np.zeros((2, 2)), exact)
+    # with similarities: row 7 ties with the exact 3rd neighbour of query 0 (0.5), row 8 is farther (0.4)
+    exact_sims = np.array([[0.9, 0.7, 0.5], [0.8, 0.6, 0.3]])
+    assert recall_at_k(np.array([[0, 1, 7], [3, 4, 5]]), exact, np.array([[0.9, 0.7, 0.5], [0.8, 0.6, 0.3]]),
+                       exact_sims) == 1.0
+    assert recall_at_k(np.array([[0, 1, 8], [3, 4, 5]]), exact, np.array([[0.9, 0.7, 0.4], [0.8, 0.6, 0.3]]),
+                       exact_sims) == pytest.approx((2 / 3 + 1) / 2)
+    with pytest.raises(ValueError):
+        recall_at_k(exact, exact, approximate_sims=exact_sims)
 
 
 class _ExactGraph:
-    """A stand-in for the HNSW graph: exact neighbours, the last one of every answer replaced by `wrong` if given."""
+    """A stand-in for the HNSW graph: exact neighbours; `lossy`: the last one of every answer is the farthest row."""
 
-    def __init__(self, vectors: np.ndarray, wrong: int | None = None) -> None:
-        self.vectors, self.wrong = vectors, wrong
+    def __init__(self, vectors: np.ndarray, lossy: bool = False) -> None:
+        self.vectors, self.lossy = vectors, lossy
 
     def search(self, queries: np.ndarray, count: int, threads: int = 0) -> SimpleNamespace:
         ids, sims = exact_top_k(queries, self.vectors, count)
-        if self.wrong is not None:
-            ids[:, -1] = self.wrong
+        if self.lossy:
+            ids[:, -1] = np.argmin(queries @ self.vectors.T, axis=1)
         return SimpleNamespace(keys=ids.astype(np.uint64), distances=1.0 - sims, counts=np.full(len(ids), count))
 
 
@@ -67,8 +75,8 @@ def test_measured_recall_leaves_the_query_out_and_counts_misses() -> None:
     vectors = _unit(np.random.default_rng(1), 200)
     k = 4
     assert ApproximateIndex(_ExactGraph(vectors), vectors, threads=1).measure_recall(k, sample=50) == 1.0
-    # every query is indexed, so it finds itself first; its k-th true neighbour is replaced by a wrong id
-    lossy = ApproximateIndex(_ExactGraph(vectors, wrong=10_000), vectors, threads=1)
+    # every query is indexed, so it finds itself first; its k-th true neighbour is replaced by the farthest row
+    lossy = ApproximateIndex(_ExactGraph(vectors, lossy=True), vectors, threads=1)
     assert lossy.measure_recall(k, sample=50) == pytest.approx((k - 1) / k)
     assert lossy.recall_queries == 50
 

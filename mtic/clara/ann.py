@@ -3,7 +3,8 @@ over the unit demo vectors with the inner-product metric, so its similarity is t
 
 HNSW gives no exactness guarantee; what it costs is measured when the index is built: `recall_sample` indexed
 demos (seeded sample) each query the graph and the exact index for their k+1 nearest demos, the query itself is
-left out of both lists, and recall@k of the graph against exact search is logged and kept on the index
+left out of both lists, and recall@k of the graph against exact search (a demo tied with the exact k-th
+neighbour counts as found, see vector_search.recall_at_k) is logged and kept on the index
 (`ApproximateIndex.recall`). A query for which the graph returns fewer than k demos is answered exactly, so every
 search returns min(k, size) demos per query like the exact index.
 
@@ -71,8 +72,9 @@ class ApproximateIndex:
         rows = np.random.default_rng(seed).choice(len(self), size=min(sample, len(self)), replace=False)
         queries = self.vectors[rows]
         approx, _ = _without_self(*self.search(queries, k + 1), rows, k)
-        exact, _ = _without_self(*exact_top_k(queries, self.vectors, k + 1), rows, k)
-        self.recall, self.recall_queries = recall_at_k(approx, exact), len(rows)
+        exact, exact_sims = _without_self(*exact_top_k(queries, self.vectors, k + 1), rows, k)
+        approx_sims = np.einsum("qd,qkd->qk", queries, self.vectors[approx])  # the hits' exact similarities
+        self.recall, self.recall_queries = recall_at_k(approx, exact, approx_sims, exact_sims), len(rows)
         return self.recall
 
 

@@ -7,8 +7,9 @@ In each row the k best are found with a partial sort (`argpartition`, linear tim
 k-th best joins them before the final sort, so the order is exactly that of a full sort by (similarity
 descending, row index ascending): ties go to the lower index, whatever the block size.
 
-recall@k: for each query, the share of its exact top-k rows that the approximate search also returned in its
-top-k, averaged over queries (1.0 = the approximate search found every true neighbour).
+recall@k: for each query, the share of the approximate search's top-k that are true top-k neighbours, averaged
+over queries (1.0 = the approximate search found every true neighbour); a row tied with the exact k-th neighbour
+counts as a true neighbour when the similarities are given (ties are frequent with short texts).
 """
 from __future__ import annotations
 
@@ -56,14 +57,25 @@ def exact_top_k(queries: np.ndarray, rows: np.ndarray, k: int,
     return indices, sims_out
 
 
-def recall_at_k(approximate: np.ndarray, exact: np.ndarray) -> float:
-    """Mean over queries of |approximate top-k ∩ exact top-k| / k; both (n_queries, k) arrays of row ids
-    (negative ids = no hit)."""
+def recall_at_k(approximate: np.ndarray, exact: np.ndarray, approximate_sims: np.ndarray | None = None,
+                exact_sims: np.ndarray | None = None, tolerance: float = 1e-5) -> float:
+    """Mean over queries of (approximate hits that are true top-k neighbours) / k; `approximate` and `exact` are
+    (n_queries, k) arrays of row ids (negative ids = no hit).
+
+    Without similarities a hit is a true neighbour when its id is among the exact top-k. With them
+    (`approximate_sims`: the exact similarity of each approximate hit, `exact_sims`: the exact top-k
+    similarities, best first) a hit is a true neighbour when its similarity reaches the exact k-th one (minus
+    `tolerance`): a row tied with the k-th neighbour is as near as the one exact search kept, not a miss."""
     approximate, exact = np.asarray(approximate), np.asarray(exact)
     if approximate.shape != exact.shape or exact.ndim != 2:
         raise ValueError(f"recall@k needs two (n_queries, k) id arrays of one shape, got {approximate.shape} "
                          f"and {exact.shape}")
     if exact.size == 0:
         raise ValueError("recall@k needs at least one query and k >= 1")
+    if (approximate_sims is None) != (exact_sims is None):
+        raise ValueError("recall@k with ties needs both the approximate hits' and the exact similarities")
+    if approximate_sims is not None and exact_sims is not None:
+        near = (np.asarray(approximate_sims) >= np.asarray(exact_sims)[:, -1:] - tolerance) & (approximate >= 0)
+        return float(near.sum(axis=1).mean() / exact.shape[1])
     found = [len(set(a[a >= 0].tolist()) & set(e.tolist())) for a, e in zip(approximate, exact)]
     return float(np.mean(found) / exact.shape[1])
