@@ -232,7 +232,7 @@ def markdown(report: dict[str, Any]) -> str:
     for stage, fit in report["fits"].items():
         n_max = fit["largest_size_in_budget"]
         lines.append(f"| {stage} | {verdict(fit['time_slope'])} | {verdict(fit['rss_growth_slope'])} | "
-                     f"{'–' if n_max is None else f'{n_max:,}'} | {fit['wall_s_at_that_size'] or '–'} |")
+                     f"{'–' if n_max is None else f'{n_max:,}'} | {fit['work_s_at_that_size'] or '–'} |")
     return "\n".join(lines) + "\n"
 
 
