@@ -6,7 +6,10 @@ The vocabulary of label sources (owned here, used by the datamodule, the pipelin
   single_turn.valid   labelled single-turn queries of the valid split, used for model selection
   sessions.<split>    gold multi-turn labels of `sessions/<split>.jsonl` (train, valid, ...)
   selector:gold       the selective-concatenation selector learned from gold multi-turn sessions
-  pseudo_labels       sessions labelled by an LLM (LARA-PL / CLARA); no gold label involved
+  pseudo_labels       sessions labelled by a model (an LLM in LARA-PL / CLARA, a label-free teacher in st_distill);
+                      no gold label involved
+  crafted             sessions crafted from the labelled single-turn training queries (`data.train_sessions=
+                      crafted`, mtic/inputs/crafted.py): single-turn labels only, no gold multi-turn label
   file:<name>         a user-supplied sessions file (its labels are the user's; treated as gold)
 
 `Supervision` keeps two lists per run: `train` (what the model learned from, including selectors and candidate
@@ -27,6 +30,7 @@ SINGLE_TURN = "single_turn"
 SINGLE_TURN_VALID = "single_turn.valid"
 SELECTOR_GOLD = "selector:gold"
 PSEUDO_LABELS = "pseudo_labels"
+CRAFTED = "crafted"
 SESSIONS_PREFIX = "sessions."
 FILE_PREFIX = "file:"
 GOLD_UNLABELED = "sessions.unlabeled.gold"

@@ -24,11 +24,12 @@ from mtic.config_schema import ConfigError
 from mtic.data.bundle import SESSIONS_DIR, SINGLE_TURN_FILE, Bundle
 from mtic.data.errors import MissingBundleFileError
 from mtic.data.schema import SingleTurnQuery
-from mtic.eval.supervision import FILE_PREFIX, PSEUDO_LABELS, SINGLE_TURN_VALID, sessions_source
+from mtic.eval.supervision import CRAFTED, FILE_PREFIX, PSEUDO_LABELS, SINGLE_TURN_VALID, sessions_source
 
 NO_SESSIONS = "none"
 SINGLE_TURN_SOURCE = "single_turn"   # valid_sessions: the single-turn queries of the valid split
 PSEUDO_PREFIX = "pseudo:"            # a sessions file labelled by an LLM, e.g. pseudo:/run/pseudo_train.jsonl
+CRAFTED_SOURCE = CRAFTED             # train_sessions: sessions crafted from the single-turn training queries
 CARVED_VALID_SHARE = 0.1             # single-turn queries held out for selection when there is no valid split
 LAST_EPOCH = "none: no early stopping, the last epoch is tested"
 NO_SELECTING_CALLBACK = "validation is logged, but no callback selects on it: the last epoch is tested"
@@ -51,6 +52,8 @@ def source_name(spec: str) -> str:
     """The supervision vocabulary's name of a sessions spec (mtic/eval/supervision.py)."""
     if spec.startswith(PSEUDO_PREFIX):
         return PSEUDO_LABELS
+    if spec == CRAFTED_SOURCE:
+        return CRAFTED
     if is_file_source(spec):
         return FILE_PREFIX + Path(spec).name
     return SINGLE_TURN_VALID if spec == SINGLE_TURN_SOURCE else sessions_source(spec)
@@ -95,6 +98,9 @@ class ValidationPlan:
 def resolve_validation(bundle: Bundle, valid_sessions: str | Sequence[str]) -> ValidationPlan:
     """The validation sources a run reads: each configured one, or its fallback when the bundle lacks it."""
     planned = tuple(s for s in source_list(valid_sessions) if s != NO_SESSIONS)
+    if CRAFTED_SOURCE in planned:
+        raise ConfigError(f"data.valid_sessions={CRAFTED_SOURCE}: crafted sessions are training data (their texts are "
+                          "the training queries); select on single_turn (the single-turn valid queries) instead")
     missing = [s for s in planned if not (s == SINGLE_TURN_SOURCE or is_file_source(s) or s in bundle.sessions)]
     used = list(dict.fromkeys(SINGLE_TURN_SOURCE if s in missing else s for s in planned))
     said = " and ".join(f"{SESSIONS_DIR}/{s}.jsonl" for s in missing) + (" is missing" if len(missing) == 1 else
@@ -149,7 +155,11 @@ def require_training_data(bundle: Bundle, train_single_turn: bool, train_session
     if not train_single_turn and train_sessions == NO_SESSIONS:
         raise ConfigError("no training data: data.train_single_turn=false and data.train_sessions=none")
     has_queries = bool(single_turn_training(bundle))
-    if train_sessions != NO_SESSIONS and not is_file_source(train_sessions):
+    if train_sessions == CRAFTED_SOURCE and not has_queries:
+        raise MissingBundleFileError(_where(bundle, SINGLE_TURN_FILE),
+                                     f"{where} trains on sessions crafted from the labelled single-turn queries "
+                                     f"(data.train_sessions={CRAFTED_SOURCE}), but the bundle has none: {_ADD_QUERIES}")
+    if train_sessions not in (NO_SESSIONS, CRAFTED_SOURCE) and not is_file_source(train_sessions):
         alone = ", or data.train_sessions=none to train on the single-turn queries alone" if (
             train_single_turn and has_queries) else ""
         require_split(bundle, train_sessions, f"{where} trains on the sessions of this file (data.train_sessions="

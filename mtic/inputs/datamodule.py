@@ -15,8 +15,10 @@ from mtic.data.bundle import Bundle, read_bundle, read_sessions
 from mtic.data.schema import Session, SingleTurnQuery
 from mtic.data.taxonomy import Taxonomy
 from mtic.eval.supervision import SINGLE_TURN, Supervision, sessions_source
+from mtic.inputs.crafted import CraftFromSingleTurn
 from mtic.inputs.data_plan import (
     CARVED_VALID_SHARE,
+    CRAFTED_SOURCE,
     EMPTY_VALIDATION,
     NO_SESSIONS,
     PSEUDO_PREFIX,
@@ -103,9 +105,10 @@ class MTICDataModule(pl.LightningDataModule):
     the `encoder`, supplied by the LightningModule through `set_encoder`, turns examples into token ids.
     Training data = labelled single-turn queries (as one-turn sessions) + labelled sessions (`train_sessions`).
     Validation data (early stopping, checkpoint choice) = `valid_sessions`. A sessions source is a bundle split
-    name ('train', 'valid'), 'single_turn' (valid only: the single-turn queries of the valid split), a path to a
-    sessions JSONL (the user's labels), 'pseudo:<path>' (a JSONL labelled by an LLM), or 'none'; `valid_sessions`
-    may list several sources, whose sessions are pooled.
+    name ('train', 'valid'), 'single_turn' (valid only: the single-turn queries of the valid split), 'crafted'
+    (train only: sessions `crafting` chains out of the single-turn training queries), a path to a sessions JSONL
+    (the user's labels), 'pseudo:<path>' (a JSONL labelled by a model), or 'none'; `valid_sessions` may list
+    several sources, whose sessions are pooled.
     `supervision()` names the label sources these settings read (mtic/eval/supervision.py).
     """
 
@@ -125,6 +128,7 @@ class MTICDataModule(pl.LightningDataModule):
         group_by_length: bool = True,
         num_workers: int = 0,
         seed: int = 0,
+        crafting: CraftFromSingleTurn | None = None,
     ) -> None:
         super().__init__()
         self.bundle: Bundle = read_bundle(bundle_dir)
@@ -142,6 +146,7 @@ class MTICDataModule(pl.LightningDataModule):
         self.group_by_length = group_by_length
         self.num_workers = num_workers
         self.seed = seed
+        self.crafting = crafting or CraftFromSingleTurn(seed=seed)
         self.encoder: Encoder | None = None
         self.collator: PadCollator | None = None
         self.datasets: dict[str, EncodedDataset] = {}
@@ -174,6 +179,8 @@ class MTICDataModule(pl.LightningDataModule):
         return self.train_single_turn and bool(single_turn_training(self.bundle))
 
     def _session_source(self, source: str, require_target: bool = False) -> list[Session]:
+        if source == CRAFTED_SOURCE:  # from the training queries only (the carved valid ones are held out)
+            return self.crafting(self._single_turn_split()[0], self.taxonomy)
         path = Path(source.removeprefix(PSEUDO_PREFIX))
         if is_file_source(source):
             if not path.is_file():
