@@ -234,28 +234,34 @@ def _label_locked(sessions: Sequence[Session], label_batch: LabelBatch, paths: O
     finally:
         os.close(fd)
     elapsed = time.time() - started
-    ordered = _finalise(paths, sessions, done)
-    summary = summarise(ordered, gold, settings)
-    summary["run"] = {"labelled_now": len(pending), "resumed_from": len(sessions) - len(pending),
-                      "wall_time_s": round(elapsed, 2),
-                      "sessions_per_s": round(len(pending) / elapsed, 3) if pending and elapsed > 0 else None}
+    run = {"labelled_now": len(pending), "resumed_from": len(sessions) - len(pending),
+           "wall_time_s": round(elapsed, 2),
+           "sessions_per_s": round(len(pending) / elapsed, 3) if pending and elapsed > 0 else None}
+    return write_outputs(paths, [done[s.id] for s in sessions], gold, settings, run=run)
+
+
+def write_outputs(paths: Outputs, ordered: Sequence[dict[str, Any]], gold: Mapping[str, str] | None,
+                  settings: Mapping[str, Any] | None, run: Mapping[str, Any] | None = None,
+                  filtered: bool = False) -> dict[str, Any]:
+    """Write the records (in the given order; rewritten atomically only when they differ), the kept sessions as a
+    sessions file (last turn labelled) and the summary (JSON + Markdown); returns the summary. `filtered`: the kept
+    status is a selection among answers (st_distill's confidence threshold), so the kept ones' precision is scored
+    as self-consistency's is."""
+    expected = b"".join(line_of(r) for r in ordered)
+    paths.records.parent.mkdir(parents=True, exist_ok=True)
+    if not paths.records.is_file() or paths.records.read_bytes() != expected:
+        if paths.records.is_file():
+            log.info("%s: rewriting in input order", paths.records)
+        _atomic_write(paths.records, expected)
+    kept = [{"id": r["id"], "turns": r["turns"]} for r in ordered if r.get("status") == KEPT]
+    _atomic_write(paths.sessions, b"".join(line_of(r) for r in kept))
+    summary = summarise(ordered, gold, settings, filtered=filtered)
+    if run is not None:
+        summary["run"] = dict(run)
     summary["files"] = {"records": str(paths.records), "sessions": str(paths.sessions)}
     _atomic_write(paths.summary_json, (json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n").encode())
     _atomic_write(paths.summary_md, (summary_markdown(summary) + "\n").encode("utf-8"))
     return summary
-
-
-def _finalise(paths: Outputs, sessions: Sequence[Session], done: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Records in input order (the records file is rewritten atomically only if it is not already so), and
-    the kept sessions as a sessions file."""
-    ordered = [done[s.id] for s in sessions]
-    expected = b"".join(line_of(r) for r in ordered)
-    if paths.records.read_bytes() != expected:
-        log.info("%s: rewriting in input order", paths.records)
-        _atomic_write(paths.records, expected)
-    kept = [{"id": r["id"], "turns": r["turns"]} for r in ordered if r.get("status") == KEPT]
-    _atomic_write(paths.sessions, b"".join(line_of(r) for r in kept))
-    return ordered
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
@@ -268,8 +274,9 @@ def _share(num: int, den: int) -> float | None:
 
 
 def summarise(records: Sequence[dict[str, Any]], gold: Mapping[str, str] | None = None,
-              settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Counts, kept share and, with gold labels, precision without (first ordering) and with the vote."""
+              settings: Mapping[str, Any] | None = None, filtered: bool = False) -> dict[str, Any]:
+    """Counts, kept share and, with gold labels, precision without (first ordering) and with the vote (with the
+    selection when `filtered`: the precision of the kept answers). Statuses beyond CLARA's are counted too."""
     n = len(records)
     statuses = Counter(r.get("status") for r in records)
     answers = Counter(a["status"] for r in records for a in r.get("answers", []))
@@ -281,7 +288,7 @@ def summarise(records: Sequence[dict[str, Any]], gold: Mapping[str, str] | None 
         "sessions": n,
         "kept": kept,
         "kept_share": _share(kept, n),
-        "session_statuses": {s: statuses.get(s, 0) for s in SESSION_STATUSES},
+        "session_statuses": {**{s: 0 for s in SESSION_STATUSES}, **{str(s): c for s, c in statuses.items()}},
         "answer_statuses": {s: answers.get(s, 0) for s in ANSWER_STATUSES},
         "precision": None,
         "settings": dict(settings or {}),
@@ -295,7 +302,7 @@ def summarise(records: Sequence[dict[str, Any]], gold: Mapping[str, str] | None 
             "without_sc": _share(sum(r["base"] == gold[r["id"]] for r in base), len(base)),
             "without_sc_answered": len(base),
             "with_sc": (_share(sum(r["intent"] == gold[r["id"]] for r in with_sc), len(with_sc))
-                        if n_orders > 1 else None),
+                        if n_orders > 1 or filtered else None),
             "with_sc_kept": len(with_sc),
             "accuracy_without_sc": _share(sum(r["base"] == gold[r["id"]] for r in base), len(scored)),
         }

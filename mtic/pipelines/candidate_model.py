@@ -9,16 +9,12 @@ intents for a session's last query join the retrieved demos as candidate intents
   view         the data view M_c trains on (the last query)
 
 M_c is trained once per (bundle files, HTC settings, budget, seed) and cached under
-`<cache_dir>/clara/mc-<market>-<key>/`: LARA, LARA-PL and CLARA of one market share it. A run that dies while
-training leaves no `done` marker, so the next run trains it again from scratch.
+`<cache_dir>/clara/mc-<market>-<key>/` (mtic/pipelines/cached_model.py): LARA, LARA-PL and CLARA of one market
+share it. A run that dies while training leaves no `done` marker, so the next run trains it again from scratch.
 """
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
-import logging
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,13 +25,11 @@ from mtic.clara.retrieval import uses_ann
 from mtic.config_schema import ConfigError
 from mtic.data.sources import bundle_fingerprint
 from mtic.eval.supervision import SINGLE_TURN, SINGLE_TURN_VALID, Supervision
+from mtic.pipelines.cached_model import CHECKPOINT, settings_key, train_once
 
-log = logging.getLogger("mtic")
 HTC_SOURCE = "single_turn_htc"
 NO_CANDIDATES = "none"
 SOURCES = (HTC_SOURCE, NO_CANDIDATES)
-DONE_FILE = "done.json"
-CHECKPOINT = "checkpoints/best.ckpt"
 
 
 def candidate_source(candidates: Mapping[str, Any] | None) -> str:
@@ -56,9 +50,7 @@ def mc_settings(cfg: DictConfig) -> dict[str, Any]:
 
 
 def mc_key(cfg: DictConfig, bundle_dir: Path) -> str:
-    payload = {"bundle_files": bundle_fingerprint(bundle_dir), **mc_settings(cfg)}
-    blob = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+    return settings_key({"bundle_files": bundle_fingerprint(bundle_dir), **mc_settings(cfg)})
 
 
 def _mc_config(cfg: DictConfig, out_dir: Path) -> DictConfig:
@@ -124,15 +116,5 @@ def ensure_candidate_model(cfg: DictConfig, retrieval: Mapping[str, Any]) -> dic
     if not candidates.get("model_key"):
         return dict(retrieval)
     out_dir = Path(candidates["checkpoint"]).parents[1]
-    if not (out_dir / DONE_FILE).is_file():
-        from mtic.pipelines.train_eval import run as train_eval_run
-
-        if out_dir.exists():
-            shutil.rmtree(out_dir)  # an interrupted training: start over
-        log.info("M_c: training the single-turn HTC candidate model -> %s", out_dir)
-        print(f"[mtic] M_c: training the single-turn candidate model ({cfg.model.backbone}) -> {out_dir}")
-        train_eval_run(_mc_config(cfg, out_dir), fit=True, test=False)
-        if not (out_dir / CHECKPOINT).is_file():
-            raise RuntimeError(f"{out_dir}: M_c training wrote no {CHECKPOINT}")
-        (out_dir / DONE_FILE).write_text(json.dumps({"settings": mc_settings(cfg)}, default=str), encoding="utf-8")
+    train_once(_mc_config(cfg, out_dir), out_dir, mc_settings(cfg), "M_c (the single-turn candidate model)")
     return dict(retrieval)

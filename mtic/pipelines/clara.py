@@ -3,7 +3,8 @@
 lara      the LLM labels the test sessions directly -> intent metrics -> results.json, predictions.jsonl
 clara     the LLM pseudo-labels unlabelled sessions with self-consistency (n orderings, agreement rule), the kept
           sessions are split into pseudo-labelled train / valid parts (`pseudo_valid`), and train_eval.run trains and
-          selects the classifier on them: no gold multi-turn label is read. With `self_consistency: none` (one
+          selects the classifier on them (mtic/pipelines/pseudo_training.py, shared with st_distill): no gold
+          multi-turn label is read. With `self_consistency: none` (one
           ordering, no vote) it is LARA-PL (`+experiment=lara_pl`).
 
 Candidate intents come from retrieval and from M_c, the fine-tuned single-turn HTC (mtic/pipelines/
@@ -16,50 +17,42 @@ without loading any model.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
-import random
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from mtic.clara.labeler import SCORE_METHOD, SYMBOL_METHOD, SessionLabeler
 from mtic.clara.llm import LLMBackend, backend_mode
-from mtic.clara.pseudo_label import Outputs, pseudo_label, recover
+from mtic.clara.pseudo_label import pseudo_label, recover
 from mtic.clara.retrieval import unique_demos
 from mtic.clara.self_consistency import RULES
 from mtic.config_schema import ConfigError
-from mtic.data.bundle import Bundle, read_bundle, read_unlabeled_gold, write_jsonl
+from mtic.data.bundle import Bundle, read_bundle
 from mtic.data.schema import Session
 from mtic.data.sources import bundle_fingerprint
 from mtic.data.taxonomy import Taxonomy
 from mtic.eval.metrics import IntentMetrics
-from mtic.eval.results import results_line, update_results, write_predictions, write_results
-from mtic.eval.supervision import GOLD_UNLABELED, PSEUDO_LABELS, SINGLE_TURN, Supervision, sessions_source
+from mtic.eval.results import results_line, write_predictions, write_results
+from mtic.eval.supervision import SINGLE_TURN, Supervision, sessions_source
 from mtic.inputs.data_plan import no_selection, require_demos, require_split, require_test
-from mtic.inputs.datamodule import NO_SESSIONS, PSEUDO_PREFIX, SINGLE_TURN_SOURCE
 from mtic.pipelines.candidate_model import ensure_candidate_model, identity, plan_candidates
+from mtic.pipelines.pseudo_training import pseudo_label_gold, require_pseudo_sources, train_on_pseudo_labels
 from mtic.pipelines.train_eval import bundle_dir_of
-from mtic.pipelines.train_eval import run as train_eval_run
 
 log = logging.getLogger("mtic")
 NO_SC = "none"
 ARTIFACT_DIR = "clara"
 RECORDS_FILE = "pseudo_labels.jsonl"
-PSEUDO_TRAIN_FILE = "pseudo_train.jsonl"
-PSEUDO_VALID_FILE = "pseudo_valid.jsonl"
 LARA_RECORDS_FILE = "lara_records.jsonl"
 DEFAULT_MATCHER = {"_target_": "mtic.labels.matching.output_matcher"}
 EXACT_METHODS = ("exact", SCORE_METHOD, SYMBOL_METHOD)
-PSEUDO_LABEL_REPORT = ("sessions", "kept", "kept_share", "precision", "session_statuses", "answer_statuses", "files",
-                       "llm_stats")
 
 
 class Voting(NamedTuple):
@@ -171,16 +164,6 @@ def artifact_key(cfg: DictConfig, bundle_dir: Path, parts: Mapping[str, Any]) ->
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
-def _gold(bundle: Bundle, sessions: Sequence[Session], taxonomy: Taxonomy) -> dict[str, str]:
-    """Gold intents of the last turns: the sessions' own labels, else the bundle's unlabelled gold side file."""
-    gold = {s.id: s.target for s in sessions if s.target is not None}
-    if gold or bundle.root is None:
-        return gold
-    side = read_unlabeled_gold(bundle.root, set(taxonomy.ids)) or []
-    wanted = {s.id for s in sessions}
-    return {s.id: s.target for s in side if s.id in wanted and s.target is not None}
-
-
 # --------------------------------------------------------------------------- pseudo-labelling stage
 def pseudo_label_stage(cfg: DictConfig, self_consistency: str, sc_orders: int, sc_seed: int,
                        retrieval: Mapping[str, Any], unlabeled: Mapping[str, Any], batch_size: int,
@@ -216,13 +199,11 @@ def pseudo_label_stage(cfg: DictConfig, self_consistency: str, sc_orders: int, s
     settings = {"prompt": cfg.prompt.name, "rule": rule if n_orders > 1 else NO_SC, "n_orders": n_orders,
                 "llm": llm_summary(cfg), "retrieval": identity(retrieval, n_demos), "bundle": str(bundle_dir),
                 "split": split, "max_sessions": cap}
-    gold = _gold(bundle, sessions, taxonomy)
+    gold, scored_by = pseudo_label_gold(bundle, sessions, split, taxonomy)
     summary = pseudo_label(sessions, labeler, out, batch_size=batch_size, gold=gold, settings=settings,
                            progress=progress)
     summary["llm_stats"] = labeler.llm_stats()
-    if gold:  # scoring the pseudo-labels (Table 4), never training on them
-        used.add(evaluation=[sessions_source(split) if split in bundle.sessions and any(
-            s.target is not None for s in sessions) else GOLD_UNLABELED])
+    used.add(evaluation=scored_by)  # scoring the pseudo-labels (Table 4), never training on them
     return summary, used
 
 
@@ -240,80 +221,14 @@ def _default_artifact_dir(cfg: DictConfig) -> str:
     return str(Path(cfg.paths.cache_dir).expanduser() / ARTIFACT_DIR)
 
 
-def _copy_summary(summary: dict[str, Any], run_dir: Path) -> None:
-    """Copy the summary files next to the run's results (the records stay in the cache)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    paths = Outputs.of(summary["files"]["records"])
-    for src in (paths.summary_json, paths.summary_md):
-        if src.is_file():
-            shutil.copyfile(src, run_dir / src.name)
-
-
-def pseudo_label_metrics(summary: dict[str, Any]) -> dict[str, float]:
-    """The pseudo-label figures as metrics (`pseudo/...`), so `compare.py --metric` tables them (Table 4)."""
-    metrics = {"pseudo/kept_share": summary.get("kept_share")}
-    precision = summary.get("precision") or {}
-    metrics["pseudo/precision_without_sc"] = precision.get("without_sc")
-    metrics["pseudo/precision_with_sc"] = precision.get("with_sc")
-    return {k: float(v) for k, v in metrics.items() if v is not None}
-
-
-def split_pseudo_labelled(sessions_file: str | Path, run_dir: Path, share: float, max_sessions: int | None,
-                          seed: int) -> tuple[Path, Path, int]:
-    """Carve a validation split off the kept sessions (the paper keeps 1.5k pseudo-labelled samples for early
-    stopping): `share` of them, at most `max_sessions`, at least one, drawn with `seed`; the rest trains.
-    Returns (train file, valid file, number of validation sessions)."""
-    lines = [line for line in Path(sessions_file).read_text(encoding="utf-8").splitlines() if line.strip()]
-    if len(lines) < 2:
-        raise RuntimeError(f"{sessions_file}: {len(lines)} pseudo-labelled session(s) kept; at least 2 are needed "
-                           "to train and to select a model on pseudo-labels (label more sessions: "
-                           "pipeline.unlabeled.max_sessions)")
-    n_valid = max(1, round(share * len(lines)))
-    n_valid = min(n_valid, int(max_sessions) if max_sessions else n_valid, len(lines) - 1)
-    order = list(range(len(lines)))
-    random.Random(seed).shuffle(order)
-    valid_rows = sorted(order[:n_valid])
-    train_rows = sorted(order[n_valid:])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    train_path, valid_path = run_dir / PSEUDO_TRAIN_FILE, run_dir / PSEUDO_VALID_FILE
-    write_jsonl(train_path, [json.loads(lines[k]) for k in train_rows])
-    write_jsonl(valid_path, [json.loads(lines[k]) for k in valid_rows])
-    return train_path, valid_path, n_valid
-
-
 def _pseudo_then_train(cfg: DictConfig, fit: bool, test: bool, pseudo_valid: Mapping[str, Any],
                        **stage: Any) -> dict[str, float]:
     """Pseudo-labels, then train_eval.run on them; with fit=false and test=false only the pseudo-labels are made."""
-    for key in ("train_sessions", "valid_sessions"):
-        if cfg.data.get(key, NO_SESSIONS) != NO_SESSIONS:
-            raise ConfigError(f"'data.{key}' is {cfg.data.get(key)!r}: CLARA trains and selects the model on its "
-                              f"pseudo-labelled sessions, so data.{key} must be none")
+    require_pseudo_sources(cfg, "CLARA")
     started = time.time()
     summary, used = pseudo_label_stage(cfg, **stage, test=test)
-    run_dir = Path(cfg.paths.run_dir)
-    _copy_summary(summary, run_dir)
-    sessions_file = summary["files"]["sessions"]
-    print(f"[mtic] pseudo-labels: kept {summary['kept']} of {summary['sessions']} sessions -> {sessions_file}")
-    report = {"llm": llm_summary(cfg), "pseudo_labels": {k: summary.get(k) for k in PSEUDO_LABEL_REPORT},
-              "candidates": (stage["retrieval"].get("candidates") or {}).get("source", "none")}
-    if not (fit or test):
-        used.add(train=[PSEUDO_LABELS])
-        write_results(run_dir, cfg, pseudo_label_metrics(summary), 0, started, extra=report, supervision=used)
-        return {}
-    if summary["kept"] == 0:
-        raise RuntimeError("no session was pseudo-labelled (see the summary): nothing to train on")
-    train_file, valid_file, n_valid = split_pseudo_labelled(
-        sessions_file, run_dir, float(pseudo_valid.get("share", 0.2)), pseudo_valid.get("max_sessions"), cfg.seed)
-    report["pseudo_labels"]["valid_sessions"] = n_valid
-    train_cfg = copy.deepcopy(cfg)
-    with open_dict(train_cfg):
-        train_cfg.data.train_sessions = PSEUDO_PREFIX + str(train_file)
-        pseudo = PSEUDO_PREFIX + str(valid_file)
-        train_cfg.data.valid_sessions = [pseudo, SINGLE_TURN_SOURCE] if pseudo_valid.get("single_turn") else pseudo
-    metrics = train_eval_run(train_cfg, fit=fit, test=test, supervision=used)
-    report["wall_time_s"] = round(time.time() - started, 2)  # pseudo-labelling included
-    update_results(run_dir, report, pseudo_label_metrics(summary))
-    return metrics
+    report = {"llm": llm_summary(cfg), "candidates": (stage["retrieval"].get("candidates") or {}).get("source", "none")}
+    return train_on_pseudo_labels(cfg, summary, used, report, fit, test, pseudo_valid, started)
 
 
 def clara(cfg: DictConfig, self_consistency: str = "unanimous", sc_orders: int = 3, sc_seed: int = 0,
