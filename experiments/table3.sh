@@ -29,6 +29,8 @@ rows=(
   "clara_last_two   +experiment=clara data=last_two"
   "lara_pl_paper    +experiment=lara_pl pipeline.pseudo_valid.single_turn=false"
   "clara_paper      +experiment=clara pipeline.pseudo_valid.single_turn=false"
+  "st_distill       +experiment=st_distill"
+  "st_distill_last_two +experiment=st_distill data=last_two"
   "htc_supervised   +experiment=htc_supervised"
 )
 for row in "${rows[@]}"; do

@@ -52,6 +52,18 @@ TINY_SESSIONS = {
 }
 
 
+TINY_UNLABELED = [  # chat logs with the gold intent of the last turn (sessions/unlabeled.gold.jsonl scores pseudo-labels)
+    (["where is my parcel", "still nothing"], "track"),
+    (["cancel my order", "and my money?"], "refund"),
+    (["i want to cancel"], "cancel"),
+    (["is my cancellation done"], "cancel_status"),
+    (["track my package", "cancel it please"], "cancel"),
+    (["refund not in yet"], "refund"),
+    (["hello", "where is my refund"], "refund"),
+    (["cancel request status?", "ok and the parcel?"], "track"),
+]
+
+
 def write_tiny_bundle(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "bundle.yaml").write_text(yaml.safe_dump({"name": "tiny", "market": "sg", "languages": ["en"]}), encoding="utf-8")
@@ -70,6 +82,22 @@ def write_sessions(root: Path, sessions: dict[str, list[dict]]) -> None:
         (root / "sessions" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
+def write_tiny_unlabeled(root: Path) -> Path:
+    """The tiny bundle's chat logs: sessions/unlabeled.jsonl (no label) and its gold side file."""
+    unlabeled = [{"id": f"u{k}", "turns": [{"text": q} for q in queries]} for k, (queries, _) in enumerate(TINY_UNLABELED)]
+    gold = [{"id": f"u{k}", "turns": [{"text": q, "intent": intent if j == len(queries) - 1 else None}
+                                      for j, q in enumerate(queries)]}
+            for k, (queries, intent) in enumerate(TINY_UNLABELED)]
+    write_sessions(root, {"unlabeled": unlabeled, "unlabeled.gold": gold})
+    return root
+
+
 @pytest.fixture
 def tiny_bundle(tmp_path: Path) -> Path:
     return write_tiny_bundle(tmp_path / "tiny")
+
+
+@pytest.fixture
+def tiny_bundle_with_logs(tmp_path: Path) -> Path:
+    """The tiny bundle plus unlabelled chat logs and their gold side file (what CLARA / st_distill label)."""
+    return write_tiny_unlabeled(write_tiny_bundle(tmp_path / "tiny"))

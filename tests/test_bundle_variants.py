@@ -25,6 +25,8 @@ TINY = ["market.encoder=tiny-bert", "logger=none", "trainer.max_epochs=1", "data
 LLM = ["llm.model=tiny-llama", "pipeline.progress=false", "pipeline.retrieval.k=2"]
 SELECTOR = ["pipeline.selector.epochs=1", "pipeline.selector.max_pairs=32"]
 CAUSAL = ["backbone=tiny-llama", "+trainer.limit_train_batches=2"]
+TEACHER = ["backbone@teacher.backbone=tiny-llama", "teacher.data.crafting.n_sessions=8", "pipeline.progress=false",
+           "pipeline.min_confidence=0"]  # an untrained tiny teacher is sure of nothing
 EXPERIMENTS: dict[str, list[str]] = {  # the cheapest configuration of each experiment
     "baseline_tfidf": [],
     "baseline_single": [],
@@ -35,10 +37,12 @@ EXPERIMENTS: dict[str, list[str]] = {  # the cheapest configuration of each expe
     "lara": LLM,  # with M_c: a single-turn HTC trained (fit only) before the LLM labels the test sessions
     "lara_pl": [*LLM, "pipeline.retrieval.candidates.source=none"],
     "clara": [*LLM, "pipeline.retrieval.candidates.source=none"],
+    "st_distill": TEACHER,  # a tiny-llama teacher (single-turn queries + crafted sessions) labels the logs
     "st": CAUSAL,
     "pretrain_sg": CAUSAL,
 }
-LABEL_FREE = {"baseline_tfidf", "baseline_single", "baseline_naive", "baseline_select", "lara", "lara_pl", "clara"}
+LABEL_FREE = {"baseline_tfidf", "baseline_single", "baseline_naive", "baseline_select", "lara", "lara_pl", "clara",
+              "st_distill"}
 
 # --------------------------------------------------------------------------- bundle variants
 ALL_PARTS = frozenset({"single_turn", "single_turn_valid", "train", "valid", "unlabeled", "test"})
@@ -107,13 +111,15 @@ NEEDS: dict[str, list[tuple[str, str, str]]] = {  # (part, its file, the refusal
     **{e: [DEMOS, ("unlabeled", "sessions/unlabeled.jsonl", "pseudo-labels the chat logs"),
            ("test", "sessions/test.jsonl", "is scored on the labelled test sessions")] for e in ("clara", "lara_pl")},
     "pretrain_sg": [("unlabeled", "sessions/unlabeled.jsonl", "trains on the sessions of this file")],
+    "st_distill": [("unlabeled", "sessions/unlabeled.jsonl", "has its teacher label the chat logs"), SCORED,
+                   ("single_turn", "single_turn.jsonl", "trains on sessions crafted from the labelled single-turn")],
 }
 PLANNED: dict[str, list[str]] = {  # the configured validation sources (none: the method selects no model)
     "baseline_tfidf": [], "lara": [],
     **{e: ["single_turn.valid"] for e in ("baseline_single", "baseline_naive", "baseline_select",
                                           "baseline_select_gold")},
     **{e: ["sessions.valid"] for e in ("htc_supervised", "st", "pretrain_sg")},
-    **{e: ["pseudo_labels", "single_turn.valid"] for e in ("clara", "lara_pl")},
+    **{e: ["pseudo_labels", "single_turn.valid"] for e in ("clara", "lara_pl", "st_distill")},
 }
 
 
@@ -177,7 +183,7 @@ def test_experiment_runs_or_refuses_up_front(variant_name: str, experiment: str,
     variant = VARIANTS[variant_name]
     expect = expected(variant, experiment)
     bundle, run_dir = _bundle(tmp_path / "bundle", variant), tmp_path / "run"
-    artifacts = [f"pipeline.artifact_dir={tmp_path / 'art'}"] if experiment in ("clara", "lara_pl") else []
+    artifacts = [f"pipeline.artifact_dir={tmp_path / 'art'}"] if experiment in ("clara", "lara_pl", "st_distill") else []
     cfg = _compose(experiment, bundle, run_dir, *artifacts)
     if expect.refusal:
         _no_models(monkeypatch)
@@ -204,7 +210,8 @@ def test_experiment_runs_or_refuses_up_front(variant_name: str, experiment: str,
     assert (selection["fallback"] is None) == (not expect.fallback)
     if PLANNED[experiment]:  # a trained model: the selection is said in one log line, fallback included
         said = [r.getMessage() for r in caplog.records if "[mtic] model selection:" in r.getMessage()]
-        assert len(said) == 1 and all(words in said[0] for words in expect.fallback), said
+        fits = 2 if experiment == "st_distill" else 1  # st_distill's teacher says its own first
+        assert len(said) == fits and all(words in said[-1] for words in expect.fallback), said
         assert selection["rule"].startswith("none") == (not expect.used)
         assert (run_dir / "checkpoints" / "best.ckpt").is_file()  # the best epoch, or the last without selection
     else:

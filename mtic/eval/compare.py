@@ -17,7 +17,7 @@ DEFAULT_ROW_KEYS = ("method", "backbone", "target", "cross_lingual", "decode", "
 SUPERVISION = "supervision"   # a row key: the gold label sources the run read (training + model selection)
 AVERAGE = "avg"
 METHOD_ORDER = ("tfidf", "single_turn", "naive_concat", "last_two", "selective_concat", "selective_concat_gold",
-                "symbol_tuning", "lara", "lara_pl", "clara", "htc_supervised")  # Table 3's order
+                "symbol_tuning", "lara", "lara_pl", "clara", "st_distill", "htc_supervised")  # Table 3's order
 MISSING = "–"
 FLOOR_METHOD = "tfidf"        # TF-IDF + logistic regression: the floor every row is read against
 BELOW_FLOOR = "↓"
@@ -180,15 +180,16 @@ TABLE4_COLUMNS = ("method", "candidates", "market", "precision w/o SC", "precisi
 
 
 def table4_markdown(records: Sequence[dict[str, Any]]) -> str:
-    """The paper's Table 4 layout from pseudo-labelling runs (LARA-PL, CLARA): pseudo-label precision against the
-    unlabelled sessions' gold labels without and with self-consistency, and the share of sessions kept (%)."""
+    """The paper's Table 4 layout from pseudo-labelling runs (LARA-PL, CLARA, st_distill): pseudo-label precision
+    against the unlabelled sessions' gold labels without and with self-consistency, and the share of sessions kept
+    (%). For st_distill the selection is the teacher's confidence threshold: 'w/o SC' scores all its answers, 'w/ SC'
+    the kept ones. A run without a selection (self_consistency none: LARA-PL) shows no 'w/ SC' cell."""
     rows = []
     for record in records:
         metrics = record.get("metrics", {})
         if "pseudo/kept_share" not in metrics:
             continue
-        with_sc = metrics.get("pseudo/precision_with_sc") if record.get("self_consistency") not in (None, "none") \
-            else None
+        with_sc = metrics.get("pseudo/precision_with_sc") if record.get("self_consistency") != "none" else None
         cells = [record.get("method"), record.get("candidates") or "–", record.get("market"),
                  metrics.get("pseudo/precision_without_sc"), with_sc, metrics.get("pseudo/kept_share")]
         rows.append(cells)
