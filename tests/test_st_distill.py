@@ -12,14 +12,14 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from mtic.clara.labeler import DISAGREEMENT, KEPT
-from mtic.clara.pseudo_label import summarise
+from mtic.clara.pseudo_label import RecordsError, summarise
 from mtic.data.schema import normalise_text
 from mtic.eval.compare import table4_markdown
 from mtic.eval.supervision import CRAFTED, LabelFreeViolation
 from mtic.inputs.data_plan import CARVED_VALID_SHARE
 from mtic.pipelines import run
 from mtic.pipelines.teacher import teacher_config
-from mtic.pipelines.teacher_labels import LOW_CONFIDENCE, select
+from mtic.pipelines.teacher_labels import LOW_CONFIDENCE, read_agreement, select
 from mtic.pipelines.train_eval import build_datamodule
 from tests.conftest import TINY_SINGLE, TINY_UNLABELED
 from tests.test_supervision import poison
@@ -157,3 +157,14 @@ def test_selection_statuses_and_precision_of_the_kept() -> None:
     assert summary["kept_share"] == 0.75 and summary["session_statuses"][LOW_CONFIDENCE] == 1
     with pytest.raises(ValueError, match="min_confidence"):
         select(answers, 1.5)
+
+
+def test_agreement_reads_clara_kept_intents(tmp_path: Path) -> None:
+    clara = tmp_path / "pseudo_labels.jsonl"
+    clara.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"id": "a", "status": KEPT, "intent": "track"}, {"id": "b", "status": DISAGREEMENT, "intent": None}]))
+    assert read_agreement(clara, ["a", "b", "c"]) == {"a": "track", "b": None, "c": None}
+    with pytest.raises(RecordsError, match="none of its sessions"):
+        read_agreement(clara, ["x"])
+    with pytest.raises(RecordsError, match="no such pseudo-label records file"):
+        read_agreement(tmp_path / "missing.jsonl", ["a"])
