@@ -25,7 +25,7 @@ import os
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -195,35 +195,52 @@ def pseudo_label(
     `label_batch(sessions)` returns one record per session (`SessionLabeler.label`). `gold` maps session ids
     to the gold intent of the last turn (for precision). Returns the summary.
     """
-    if batch_size < 1:
-        raise ValueError("batch_size must be at least 1")
-    ids = [s.id for s in sessions]
-    if len(set(ids)) != len(ids):
-        raise ValueError("session ids must be unique")
+    check_inputs(sessions, batch_size)
     paths = Outputs.of(out)
     paths.records.parent.mkdir(parents=True, exist_ok=True)
     with records_lock(paths.records):  # a second run on the same output stops here, naming the holder
         return _label_locked(sessions, label_batch, paths, batch_size, gold, settings, progress, desc)
 
 
+def check_inputs(sessions: Sequence[Session], batch_size: int) -> None:
+    """ValueError unless the batch size is positive and the session ids are unique (records are keyed by id)."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    ids = [s.id for s in sessions]
+    if len(set(ids)) != len(ids):
+        raise ValueError("session ids must be unique")
+
+
 def _label_locked(sessions: Sequence[Session], label_batch: LabelBatch, paths: Outputs, batch_size: int,
                   gold: Mapping[str, str] | None, settings: Mapping[str, Any] | None, progress: bool,
                   desc: str) -> dict[str, Any]:
-    done = recover(paths.records)
-    pending = [k for k, s in enumerate(sessions) if s.id not in done]
+    done, run = append_pending(sessions, label_batch, paths.records, batch_size, progress=progress, desc=desc)
+    return write_outputs(paths, [done[s.id] for s in sessions], gold, settings, run=run)
+
+
+def append_pending(sessions: Sequence[Session], label_batch: LabelBatch, records: Path, batch_size: int,
+                   skip: Collection[str] = (), progress: bool = False,
+                   desc: str = "pseudo-labelling") -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Label every session that neither `records` (recovered: a torn final line is cut) nor `skip` holds, and
+    append each record as its batch finishes; the caller holds the records file's lock. Batches are the absolute
+    positions k // batch_size of `sessions`, so a slice starting at a multiple of `batch_size` (a shard) asks the
+    LLM exactly the batches a one-process run asks. Returns (the file's records by id, the run's figures)."""
+    done = recover(records)
+    skip = set(skip)
+    pending = [k for k, s in enumerate(sessions) if s.id not in done and s.id not in skip]
     batches: dict[int, list[int]] = {}
     for k in pending:
         batches.setdefault(k // batch_size, []).append(k)
     started, fresh = time.time(), Counter()
-    fd = os.open(paths.records, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(records, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         with tqdm(total=len(sessions), initial=len(sessions) - len(pending), desc=desc, unit="session",
                   disable=not progress, dynamic_ncols=True) as bar:
             for positions in batches.values():
-                records = label_batch([sessions[k] for k in positions])
-                if len(records) != len(positions):
+                batch = label_batch([sessions[k] for k in positions])
+                if len(batch) != len(positions):
                     raise RuntimeError("the labeller must return one record per session")
-                for k, record in zip(positions, records):
+                for k, record in zip(positions, batch):
                     if record.get("id") != sessions[k].id:
                         raise RuntimeError(f"record for {record.get('id')!r} where {sessions[k].id!r} was expected")
                     _append(fd, record)
@@ -234,10 +251,13 @@ def _label_locked(sessions: Sequence[Session], label_batch: LabelBatch, paths: O
     finally:
         os.close(fd)
     elapsed = time.time() - started
-    run = {"labelled_now": len(pending), "resumed_from": len(sessions) - len(pending),
-           "wall_time_s": round(elapsed, 2),
-           "sessions_per_s": round(len(pending) / elapsed, 3) if pending and elapsed > 0 else None}
-    return write_outputs(paths, [done[s.id] for s in sessions], gold, settings, run=run)
+    return done, run_figures(len(pending), len(sessions) - len(pending), elapsed)
+
+
+def run_figures(labelled_now: int, resumed_from: int, elapsed: float) -> dict[str, Any]:
+    """The `run` part of a summary: sessions labelled now and resumed, wall time, throughput."""
+    return {"labelled_now": labelled_now, "resumed_from": resumed_from, "wall_time_s": round(elapsed, 2),
+            "sessions_per_s": round(labelled_now / elapsed, 3) if labelled_now and elapsed > 0 else None}
 
 
 def write_outputs(paths: Outputs, ordered: Sequence[dict[str, Any]], gold: Mapping[str, str] | None,
