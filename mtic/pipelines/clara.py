@@ -21,21 +21,22 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mtic.clara.engine import build_engine
 from mtic.clara.labeler import SCORE_METHOD, SYMBOL_METHOD, SessionLabeler
 from mtic.clara.llm import LLMBackend, backend_mode
-from mtic.clara.pseudo_label import pseudo_label, recover
+from mtic.clara.pseudo_label import recover
 from mtic.clara.retrieval import unique_demos
 from mtic.clara.self_consistency import RULES
 from mtic.config_schema import ConfigError
 from mtic.data.bundle import Bundle, read_bundle
-from mtic.data.schema import Session
 from mtic.data.sources import bundle_fingerprint
 from mtic.data.taxonomy import Taxonomy
 from mtic.eval.metrics import IntentMetrics
@@ -131,20 +132,35 @@ def build_labeler(cfg: DictConfig, bundle: Bundle, taxonomy: Taxonomy, retrieval
                           n_orders=vote.n_orders, rule=vote.rule, seed=vote.seed)
 
 
-class LazyLabeler:
-    """Builds the labeller (models, embedder) on first use: a finished artifact never loads a model."""
+@dataclass(frozen=True)
+class LabelerRecipe:
+    """What builds the session labeller (mtic/clara/engine.py's recipe): `prepare` trains M_c if needed, `build`
+    calls build_labeler. It pickles for a Ray worker as the config resolved here and the bundle without its
+    sessions (a worker gets its shard's sessions and loads its own models)."""
 
-    def __init__(self, build: Any) -> None:
-        self._build, self.labeler = build, None
+    cfg: DictConfig
+    bundle: Bundle
+    taxonomy: Taxonomy
+    retrieval: Mapping[str, Any]
+    labels: Mapping[str, Any] | None
+    matcher: Mapping[str, Any] | None
+    vote: Voting
 
-    def __call__(self, sessions: Sequence[Session]) -> list[dict[str, Any]]:
-        if self.labeler is None:
-            self.labeler = self._build()
-        return self.labeler.label(sessions)
+    def prepare(self) -> None:
+        ensure_candidate_model(self.cfg, self.retrieval)
 
-    def llm_stats(self) -> dict[str, int] | None:
-        stats = getattr(getattr(self.labeler, "llm", None), "stats", None)
-        return stats.snapshot() if stats is not None else None
+    def build(self) -> SessionLabeler:
+        return build_labeler(self.cfg, self.bundle, self.taxonomy, self.retrieval, self.labels, self.matcher,
+                             self.vote)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        plain = OmegaConf.to_container(self.cfg, resolve=True)  # no resolver (hydra:, market.*) in the worker
+        return _recipe, (plain, replace(self.bundle, sessions={}), self.taxonomy, self.retrieval, self.labels,
+                         self.matcher, self.vote)
+
+
+def _recipe(cfg: dict[str, Any], *parts: Any) -> LabelerRecipe:
+    return LabelerRecipe(OmegaConf.create(cfg), *parts)
 
 
 LLM_RUNTIME_KEYS = ("cache", "cache_file", "cache_dir", "batch_size", "num_threads", "max_concurrency", "timeout_s",
@@ -168,7 +184,8 @@ def artifact_key(cfg: DictConfig, bundle_dir: Path, parts: Mapping[str, Any]) ->
 def pseudo_label_stage(cfg: DictConfig, self_consistency: str, sc_orders: int, sc_seed: int,
                        retrieval: Mapping[str, Any], unlabeled: Mapping[str, Any], batch_size: int,
                        labels: Mapping[str, Any], matcher: Mapping[str, Any], pseudo_labels: str | None, progress: bool,
-                       artifact_dir: str, test: bool = False) -> tuple[dict[str, Any], Supervision]:
+                       artifact_dir: str, test: bool = False,
+                       engine: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], Supervision]:
     """Pseudo-label (or resume, or reuse) and return the summary (its `files.sessions` holds the kept sessions)
     and the label sources the stage read (single-turn demos, M_c). The bundle parts the run needs (demos, the
     sessions to label, the test sessions when `test`) are checked first: a missing one stops it before any model."""
@@ -195,14 +212,13 @@ def pseudo_label_stage(cfg: DictConfig, self_consistency: str, sc_orders: int, s
     have = recover(out)
     log.info("pseudo-labels: %s (%d of %d sessions already labelled)", out, sum(s.id in have for s in sessions),
              len(sessions))
-    labeler = LazyLabeler(lambda: build_labeler(cfg, bundle, taxonomy, retrieval, labels, matcher, vote))
+    recipe = LabelerRecipe(cfg, bundle, taxonomy, retrieval, labels, matcher, vote)
     settings = {"prompt": cfg.prompt.name, "rule": rule if n_orders > 1 else NO_SC, "n_orders": n_orders,
                 "llm": llm_summary(cfg), "retrieval": identity(retrieval, n_demos), "bundle": str(bundle_dir),
                 "split": split, "max_sessions": cap}
     gold, scored_by = pseudo_label_gold(bundle, sessions, split, taxonomy)
-    summary = pseudo_label(sessions, labeler, out, batch_size=batch_size, gold=gold, settings=settings,
-                           progress=progress)
-    summary["llm_stats"] = labeler.llm_stats()
+    summary = build_engine(engine).label(sessions, recipe, out, batch_size=batch_size, gold=gold, settings=settings,
+                                         progress=progress)
     used.add(evaluation=scored_by)  # scoring the pseudo-labels (Table 4), never training on them
     return summary, used
 
@@ -236,13 +252,14 @@ def clara(cfg: DictConfig, self_consistency: str = "unanimous", sc_orders: int =
           batch_size: int = 8, labels: Mapping[str, Any] | None = None, matcher: Mapping[str, Any] | None = None,
           pseudo_labels: str | None = None,
           pseudo_valid: Mapping[str, Any] | None = None, artifact_dir: str | None = None, progress: bool = True,
-          fit: bool = True, test: bool = True) -> dict[str, float]:
-    """Pseudo-labels (with self-consistency; `none` = LARA-PL) -> train, select and test the configured model."""
+          fit: bool = True, test: bool = True, engine: Mapping[str, Any] | str | None = None) -> dict[str, float]:
+    """Pseudo-labels (with self-consistency; `none` = LARA-PL) -> train, select and test the configured model.
+    `engine`: where the labelling runs (mtic/clara/engine.py; null = this process)."""
     return _pseudo_then_train(cfg, fit, test, pseudo_valid=_plain(pseudo_valid) or {},
                               self_consistency=self_consistency, sc_orders=sc_orders, sc_seed=sc_seed,
                               retrieval=_plain(retrieval) or {}, unlabeled=_plain(unlabeled) or {},
                               batch_size=batch_size, labels=_plain(labels), matcher=_plain(matcher),
-                              pseudo_labels=pseudo_labels,
+                              pseudo_labels=pseudo_labels, engine=_plain(engine),
                               progress=progress, artifact_dir=artifact_dir or _default_artifact_dir(cfg))
 
 
@@ -250,8 +267,9 @@ def clara(cfg: DictConfig, self_consistency: str = "unanimous", sc_orders: int =
 def lara(cfg: DictConfig, self_consistency: str = NO_SC, sc_orders: int = 1, sc_seed: int = 0,
          retrieval: Mapping[str, Any] | None = None, split: str = "test", max_sessions: int | None = None,
          batch_size: int = 8, labels: Mapping[str, Any] | None = None, matcher: Mapping[str, Any] | None = None,
-         progress: bool = True) -> dict[str, float]:
-    """The LLM classifies the evaluation sessions; accuracy etc. go to results.json (resumable in the run dir)."""
+         progress: bool = True, engine: Mapping[str, Any] | str | None = None) -> dict[str, float]:
+    """The LLM classifies the evaluation sessions; accuracy etc. go to results.json (resumable in the run dir).
+    `engine`: where the labelling runs (mtic/clara/engine.py; null = this process)."""
     started = time.time()
     vote = voting(self_consistency, sc_orders, sc_seed)
     n_orders, rule = vote.n_orders, vote.rule
@@ -268,12 +286,11 @@ def lara(cfg: DictConfig, self_consistency: str = NO_SC, sc_orders: int = 1, sc_
     retrieval, used = plan_candidates(cfg, _plain(retrieval) or {}, bundle_dir)
     used.add(train=[SINGLE_TURN], evaluation=[sessions_source(split)])  # the demos; the gold of what it classifies
     used.enforce(bool(cfg.get("label_free", False)), where=f"experiment '{cfg.experiment}'")
-    labeler = LazyLabeler(lambda: build_labeler(cfg, bundle, taxonomy, retrieval, _plain(labels), _plain(matcher),
-                                                vote))
+    recipe = LabelerRecipe(cfg, bundle, taxonomy, retrieval, _plain(labels), _plain(matcher), vote)
     gold = {s.id: s.target for s in sessions if s.target is not None}
     settings = {"prompt": cfg.prompt.name, "rule": rule if n_orders > 1 else NO_SC, "n_orders": n_orders}
-    summary = pseudo_label(sessions, labeler, run_dir / LARA_RECORDS_FILE, batch_size=batch_size, gold=gold,
-                           settings=settings, progress=progress, desc="LARA")
+    summary = build_engine(_plain(engine)).label(sessions, recipe, run_dir / LARA_RECORDS_FILE, batch_size=batch_size,
+                                                 gold=gold, settings=settings, progress=progress, desc="LARA")
     records = [json.loads(line) for line in (run_dir / LARA_RECORDS_FILE).read_text(encoding="utf-8").splitlines()]
     metrics_state = IntentMetrics(taxonomy)
     predictions, rows = [], []
@@ -291,7 +308,7 @@ def lara(cfg: DictConfig, self_consistency: str = NO_SC, sc_orders: int = 1, sc_
     extra = {"decode": cfg.llm.get("decode"), "view": "retrieval_prompt", "history": None, "llm": llm_summary(cfg),
              "llm_answers": {"answer_statuses": summary["answer_statuses"],
                              "session_statuses": summary["session_statuses"],
-                             "llm_stats": labeler.llm_stats(), "answered": sum(r["intent"] is not None for r in rows)},
+                             "llm_stats": summary["llm_stats"], "answered": sum(r["intent"] is not None for r in rows)},
              "candidates": (retrieval.get("candidates") or {}).get("source", "none"),
              "selection": no_selection("the LLM labels the sessions, no model is trained (M_c selects its own)")}
     path = write_results(run_dir, cfg, metrics, len(sessions), started, extra=extra, supervision=used)
