@@ -4,6 +4,8 @@ The server (started here, 127.0.0.1, an ephemeral port) answers chat completions
 prompts misbehaves (a 500, a 429 with Retry-After, a body that is not JSON, a 200 without choices, a response
 slower than the client's timeout), later attempts succeed; prompts of "poisoned" sessions always get a 503.
 The run must finish, retry the transient failures, count the permanent ones as failed, lose no session.
+Like vLLM, the server honours guided choice (`structured_outputs: {choice: [...]}` or the older `guided_choice`):
+its answer is then one of the offered choices (picked by a hash of the prompt), unless told to ignore the field.
 """
 from __future__ import annotations
 
@@ -67,10 +69,25 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(SLOW_S)
         labels = re.search(r"Labels: (.*)", user).group(1).split("; ")
         content = {"garbage_text": "¯\\_(ツ)_/¯ no idea", "empty": ""}.get(fault, labels[0])
+        choices = self._guided_choices(body)
+        if choices and self.server.honours_guided:  # constrained decoding: only an offered answer can come out
+            content = choices[int(key, 16) % len(choices)]
+        elif choices:  # the field ignored: a chat model's free answer
+            content = f"The intent is: {content}."
         payload = {"id": "c1", "object": "chat.completion", "created": 0, "model": body["model"],
                    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
         self._send(200, json.dumps(payload).encode())
+
+    def _guided_choices(self, body):
+        """The closed answer set of a request (either vLLM form), counted by the field that carried it."""
+        for field, choices in (("structured_outputs", (body.get("structured_outputs") or {}).get("choice")),
+                               ("guided_choice", body.get("guided_choice"))):
+            if choices is not None:
+                with self.server.lock:
+                    self.server.guided[field] += 1
+                return choices
+        return None
 
     def _send(self, status, body, headers=None):
         try:
@@ -94,6 +111,8 @@ class FaultyServer(ThreadingHTTPServer):
         self.attempts: Counter[str] = Counter()
         self.total = 0
         self.poisoned: set[str] = set()
+        self.guided: Counter[str] = Counter()
+        self.honours_guided = True
 
 
 @pytest.fixture
@@ -106,11 +125,11 @@ def server():
     srv.server_close()
 
 
-def _backend(server, monkeypatch) -> OpenAILLM:
+def _backend(server, monkeypatch, **options) -> OpenAILLM:
     monkeypatch.setenv("MTIC_TEST_KEY", "sk-test-secret")
     return OpenAILLM(model="fake-model", base_url=f"http://127.0.0.1:{server.server_address[1]}/v1",
                      api_key_env="MTIC_TEST_KEY", max_concurrency=4, timeout_s=CLIENT_TIMEOUT_S, max_retries=MAX_RETRIES,
-                     backoff_base_s=0.01, backoff_max_s=0.1)
+                     backoff_base_s=0.01, backoff_max_s=0.1, **options)
 
 
 def _embed(texts, kind="query"):
@@ -166,3 +185,48 @@ def test_pseudo_labelling_run_survives_a_faulty_server(server, monkeypatch, tmp_
     assert server.total - before == len(server.poisoned) * (MAX_RETRIES + 1)
     assert out.read_bytes() == out2.read_bytes()
     assert "sk-test-secret" not in caplog.text and "sk-test-secret" not in out.read_text()
+
+
+# --------------------------------------------------------------------------- decode=score: vLLM guided choice
+def _pick(request: LLMRequest) -> int:
+    """The choice the server's constrained decoding makes for a request (see Handler)."""
+    return int(hashlib.sha256(request.user.encode()).hexdigest(), 16) % len(request.choices)
+
+
+@pytest.mark.parametrize("param", ["structured_outputs", "guided_choice"])
+def test_score_mode_sends_the_closed_set_and_reads_the_chosen_index(server, monkeypatch, param):
+    llm = _backend(server, monkeypatch, mode="score", choice_param=param)
+    choices = tuple(LABELS.values())
+    requests = [LLMRequest("", f"x => Cancel Order\nLabels: {'; '.join(choices)}\nQ: q{k}", choices=choices)
+                for k in range(12)]
+    answers = llm.complete(requests)  # first attempts misbehave as in free generation: retried alike
+    assert set(server.guided) == {param} and server.guided[param] >= len(requests)
+    assert [a.choice for a in answers] == [_pick(r) for r in requests]
+    assert all(a.ok and a.text == choices[a.choice] for a in answers)
+    assert len({a.choice for a in answers}) > 1  # the server's choice, not a default
+    assert llm.params["decode"] == "score"  # answers cached apart from free generation's
+
+
+def test_score_labelling_against_a_server_and_one_that_ignores_guided_choice(server, monkeypatch, tmp_path, caplog):
+    texts = ["cancel my order", "where is my refund", "where is my parcel"]
+    retriever = Retriever(DemoIndex(texts, list(LABELS), _embed), _embed, k=2, max_demos=3)
+    cache = AnswerCache(tmp_path / "cache.sqlite")
+    sessions = [Session(f"s{k}", (Turn(f"hi {k} fault=ok"), Turn(texts[k % 3]))) for k in range(6)]
+
+    server.honours_guided = False  # an OpenAI-compatible server without guided choice: free text comes back
+    llm = CachedLLM(_backend(server, monkeypatch, mode="score"), cache)
+    ignored = pseudo_label(sessions, SessionLabeler(retriever, TEMPLATE, LABELS, llm, n_orders=1).label,
+                           tmp_path / "ignored.jsonl", batch_size=3, progress=False)
+    assert ignored["answer_statuses"]["failed"] == len(sessions)  # never silently read as free text
+    assert llm.stats.snapshot()["error_not_in_choices"] == len(sessions)
+    assert "outside the closed answer set" in caplog.text and len(cache) == 0  # nothing cached
+
+    server.honours_guided = True
+    llm = CachedLLM(_backend(server, monkeypatch, mode="score"), cache)
+    labeler = SessionLabeler(retriever, TEMPLATE, LABELS, llm, n_orders=1)
+    summary = pseudo_label(sessions, labeler.label, tmp_path / "pl.jsonl", batch_size=3, progress=False)
+    records = read_records(tmp_path / "pl.jsonl")
+    assert summary["answer_statuses"]["ok"] == len(sessions)
+    assert {a["method"] for r in records for a in r["answers"]} == {"score"}
+    assert all(LABELS[r["base"]] == r["answers"][0]["text"] for r in records)  # the intent the server chose
+    assert len({r["base"] for r in records}) > 1

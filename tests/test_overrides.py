@@ -155,11 +155,8 @@ def test_llm_decode_reaches_the_backend_mode(decode: str, mode: str) -> None:
     from mtic.clara.llm import build_llm
 
     cfg = _compose("+experiment=clara", "llm=openai", "llm.base_url=http://127.0.0.1:9/v1", f"llm.decode={decode}")
-    if decode == "score":  # the chat-completions backend only generates
-        with pytest.raises(ValueError, match="llm.decode=score needs llm=local"):
-            build_llm(**{**cfg.llm, "cache": False})
-        return
-    assert build_llm(**{**cfg.llm, "cache": False}).mode == mode
+    llm = build_llm(**{**cfg.llm, "cache": False})  # score: the closed set goes to the server as guided choice
+    assert llm.mode == mode and llm.choice_param == "structured_outputs"
 
 
 @pytest.mark.parametrize(("override", "new"), [("+llm.mode=generate", "llm.decode"),

@@ -164,7 +164,7 @@ def _recipe(cfg: dict[str, Any], *parts: Any) -> LabelerRecipe:
 
 
 LLM_RUNTIME_KEYS = ("cache", "cache_file", "cache_dir", "batch_size", "num_threads", "max_concurrency", "timeout_s",
-                    "connect_timeout_s", "max_retries", "backoff_base_s", "backoff_max_s")
+                    "connect_timeout_s", "max_retries", "backoff_base_s", "backoff_max_s", "choice_param")
 
 
 def artifact_key(cfg: DictConfig, bundle_dir: Path, parts: Mapping[str, Any]) -> str:
