@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 
 from mtic.clara.labeler import DISAGREEMENT, KEPT
 from mtic.clara.pseudo_label import RecordsError, summarise
+from mtic.config_schema import ConfigError
 from mtic.data.schema import normalise_text
 from mtic.eval.compare import table4_markdown
 from mtic.eval.supervision import CRAFTED, LabelFreeViolation
@@ -130,6 +131,9 @@ def test_teacher_reads_no_gold_multi_turn_label(tiny_bundle_with_logs: Path, tmp
     held_out = {normalise_text(s.last.text) for s in valid}
     training = {normalise_text(t) for t, _ in TINY_SINGLE} - held_out
     assert len(held_out) == N_CARVED and all(normalise_text(q) in training for e in crafted for q, _ in e.turns)
+    # the teacher's model must be its own backbone's (a group file pointing at the run's encoder is refused)
+    with pytest.raises(ConfigError, match="teacher.model.backbone"):
+        teacher_config(_compose(clean, tmp_path / "run", "teacher.model.backbone=tiny-bert"), tmp_path / "teacher")
     # a teacher told to select on gold sessions stops before any model or training
     monkeypatch.setattr("mtic.pipelines.st_distill.ensure_teacher", lambda *a, **k: pytest.fail("teacher built"))
     with pytest.raises(LabelFreeViolation, match="sessions.valid"):

@@ -44,7 +44,6 @@ from mtic.pipelines.teacher import (
     load_teacher,
     teacher_config,
     teacher_supervision,
-    with_resolved_teacher,
 )
 from mtic.pipelines.teacher_labels import TeacherLabeler, check_min_confidence, read_agreement, select
 from mtic.pipelines.train_eval import bundle_dir_of
@@ -65,7 +64,6 @@ def st_distill(cfg: DictConfig, teacher_checkpoint: str | None = None, teacher_t
     """Teacher (trained or given) -> its sure pseudo-labels -> train, select and test the configured model."""
     started = time.time()
     require_pseudo_sources(cfg, "st_distill")
-    cfg = with_resolved_teacher(cfg)
     threshold = check_min_confidence(min_confidence)
     unlabeled = _plain(unlabeled) or {}
     split, cap = unlabeled.get("split", "unlabeled"), unlabeled.get("max_sessions")

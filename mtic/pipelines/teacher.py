@@ -1,9 +1,10 @@
 """st_distill's teacher: a symbol-tuned LM that reads no gold multi-turn label, trained once and cached, or given.
 
 The teacher's config is the run's config with the groups of its `teacher` node (backbone, labels, data, model,
-placed there by experiment/st_distill.yaml) in place of the classifier's, and `teacher.trainer` merged over the
-run's trainer. The nodes are moved unresolved, so their interpolations (`${backbone.name}`, `${labels}`) resolve
-against the teacher's own groups. Its data trains on the single-turn queries and sessions crafted from them
+placed there by experiment/st_distill.yaml, which points their interpolations at the teacher's own groups:
+`${teacher.backbone.name}`, `${teacher.labels}`), resolved, in place of the classifier's, and `teacher.trainer`
+merged over the run's trainer; a model or labels node naming another backbone than the teacher's is a ConfigError.
+Its data trains on the single-turn queries and sessions crafted from them
 (`data.train_sessions=crafted`) and selects on the single-turn valid queries: a label-free run stays label-free.
 
 The teacher is trained (and, with `teacher_test`, tested) once per (bundle files, training settings, budget, seed)
@@ -52,7 +53,7 @@ def teacher_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
     out = copy.deepcopy(cfg)
     with open_dict(out):
         for group in TEACHER_GROUPS:
-            out[group] = copy.deepcopy(out[TEACHER_NODE][group])
+            out[group] = OmegaConf.to_container(cfg[TEACHER_NODE][group], resolve=True)
         out.trainer = OmegaConf.merge(out.trainer, out[TEACHER_NODE].get("trainer") or {})
         del out[TEACHER_NODE]
         out.pipeline = {"_target_": "mtic.pipelines.train_eval.run"}  # no pseudo-label settings in its results
@@ -62,22 +63,16 @@ def teacher_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
         out.method = "symbol_tuning"
         out.logger = None  # a stage of this run, not a run of its own in W&B
     validate_config(out)
+    named = {f"{TEACHER_NODE}.{g}.{key}": out[g].get(key) for g, key in (("model", "backbone"), ("labels", "tokenizer"))}
+    for key, value in named.items():
+        if value is not None and value != out.backbone.name:
+            raise ConfigError(f"'{key}' is {value!r}, not the teacher's backbone {out.backbone.name!r}: set "
+                              f"{key}='${{{TEACHER_NODE}.backbone.name}}'")
     model = out.model
     if model.get("decode") != SCORE or not model.get("label_probs"):
         raise ConfigError(f"the teacher labels by its probability per intent: set {TEACHER_NODE}.model.decode=score "
                           f"and {TEACHER_NODE}.model.label_probs=true (now {model.get('decode')}, "
                           f"{model.get('label_probs')})")
-    return out
-
-
-def with_resolved_teacher(cfg: DictConfig) -> DictConfig:
-    """`cfg` with its teacher's groups resolved in the teacher's own context: the run's config then resolves as a
-    whole (its results.json, the classifier's trainer), and records the teacher's settings as they were used."""
-    teacher = teacher_config(cfg, Path(cfg.paths.run_dir) / TEACHER_NODE)
-    out = copy.deepcopy(cfg)
-    with open_dict(out):
-        for group in TEACHER_GROUPS:
-            out[TEACHER_NODE][group] = OmegaConf.to_container(teacher[group], resolve=True)
     return out
 
 
