@@ -21,7 +21,7 @@ directory (`pseudo_labels.jsonl`, `.sessions.jsonl`, `.summary.json/.md`).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mtic.clara.pseudo_label import Outputs, pseudo_label, read_records, write_outputs
 from mtic.data.bundle import read_bundle
+from mtic.data.schema import Session
 from mtic.data.sources import bundle_fingerprint
 from mtic.data.taxonomy import Taxonomy
 from mtic.eval.results import update_results
@@ -39,6 +40,7 @@ from mtic.pipelines.cached_model import settings_key
 from mtic.pipelines.pseudo_training import pseudo_label_gold, require_pseudo_sources, train_on_pseudo_labels
 from mtic.pipelines.teacher import (
     TEACHER_NODE,
+    Teacher,
     ensure_teacher,
     inference_settings,
     load_teacher,
@@ -55,6 +57,23 @@ TEACHER_METRIC_PREFIX = "teacher/"
 
 def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def label_with_teacher(cfg: DictConfig, teacher: Teacher, sessions: Sequence[Session], gold: Mapping[str, str],
+                       settings: Mapping[str, Any], artifacts: Path, batch_size: int, progress: bool) -> Path:
+    """The teacher's answer records for `sessions` (cached per bundle files, checkpoint, decoding settings, split and
+    cap; resumed or reused as is, in which case the teacher is never loaded); returns the answers file."""
+    run_dir = Path(cfg.paths.run_dir)
+    probe = teacher_config(cfg, run_dir / TEACHER_NODE)
+    key = settings_key({"bundle_files": bundle_fingerprint(bundle_dir_of(cfg)), "teacher_sha256": teacher.sha256,
+                        "teacher": inference_settings(probe), "split": settings["split"],
+                        "max_sessions": settings["max_sessions"]})
+    answers = artifacts / f"labels-{cfg.market.name}-{key}" / ANSWERS_FILE
+    labeler = TeacherLabeler(lambda: load_teacher(probe, teacher.checkpoint))
+    pseudo_label(sessions, labeler, answers, batch_size=batch_size, gold=gold, settings=settings, progress=progress,
+                 desc="teacher labelling")
+    labeler.close()
+    return answers
 
 
 def st_distill(cfg: DictConfig, teacher_checkpoint: str | None = None, teacher_test: bool = True,
@@ -91,15 +110,9 @@ def st_distill(cfg: DictConfig, teacher_checkpoint: str | None = None, teacher_t
     sessions = sessions[: int(cap)] if cap else sessions
     gold, scored_by = pseudo_label_gold(bundle, sessions, split, taxonomy)
     agreement = read_agreement(agree_with, [s.id for s in sessions]) if agree_with else None
-    key = settings_key({"bundle_files": bundle_fingerprint(bundle_dir), "teacher_sha256": teacher.sha256,
-                        "teacher": inference_settings(probe), "split": split, "max_sessions": cap})
-    answers = artifacts / f"labels-{cfg.market.name}-{key}" / ANSWERS_FILE
     settings = {"prompt": f"st teacher ({probe.backbone.name})", "rule": None, "n_orders": 1,
                 "teacher_sha256": teacher.sha256, "bundle": str(bundle_dir), "split": split, "max_sessions": cap}
-    labeler = TeacherLabeler(lambda: load_teacher(teacher_config(cfg, run_dir / TEACHER_NODE), teacher.checkpoint))
-    pseudo_label(sessions, labeler, answers, batch_size=batch_size, gold=gold, settings=settings, progress=progress,
-                 desc="teacher labelling")
-    labeler.close()
+    answers = label_with_teacher(cfg, teacher, sessions, gold, settings, artifacts, batch_size, progress)
     rule = f"confidence >= {threshold:g}" + (f" and CLARA agrees ({agree_with})" if agree_with else "")
     selected = select(read_records(answers), threshold, agreement)
     summary = write_outputs(Outputs.of(run_dir / RECORDS_FILE), selected, gold, {**settings, "rule": rule},
