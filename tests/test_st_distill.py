@@ -14,12 +14,14 @@ from hydra import compose, initialize_config_dir
 from mtic.clara.labeler import DISAGREEMENT, KEPT
 from mtic.clara.pseudo_label import RecordsError, summarise
 from mtic.config_schema import ConfigError
+from mtic.data.bundle import read_bundle
 from mtic.data.schema import normalise_text
 from mtic.eval.compare import table4_markdown
-from mtic.eval.supervision import CRAFTED, LabelFreeViolation
+from mtic.eval.supervision import CRAFTED, LabelFreeViolation, Supervision
 from mtic.inputs.data_plan import CARVED_VALID_SHARE
 from mtic.pipelines import run
-from mtic.pipelines.teacher import teacher_config
+from mtic.pipelines.st_distill import label_with_teacher
+from mtic.pipelines.teacher import Teacher, teacher_config
 from mtic.pipelines.teacher_labels import LOW_CONFIDENCE, read_agreement, select
 from mtic.pipelines.train_eval import build_datamodule
 from tests.conftest import TINY_SINGLE, TINY_UNLABELED
@@ -172,3 +174,41 @@ def test_agreement_reads_clara_kept_intents(tmp_path: Path) -> None:
         read_agreement(clara, ["x"])
     with pytest.raises(RecordsError, match="no such pseudo-label records file"):
         read_agreement(tmp_path / "missing.jsonl", ["a"])
+
+
+class ScriptedTeacher:
+    """Answers 'track' with probability 0.9 for every session; raises on batch `fail_on` (a killed run)."""
+
+    def __init__(self, fail_on: int | None = None) -> None:
+        self.batches: list[int] = []
+        self.fail_on = fail_on
+
+    def predict_sessions(self, sessions: list) -> list[dict[str, Any]]:
+        self.batches.append(len(sessions))
+        if len(self.batches) == self.fail_on:
+            raise KeyboardInterrupt("killed")
+        return [{"intent": "track", "output": "Track Parcel", "method": "exact", "score": -0.1,
+                 "top": {"track": 0.9, "refund": 0.1}} for _ in sessions]
+
+
+def test_teacher_labelling_resumes_where_it_stopped(tiny_bundle_with_logs: Path, tmp_path: Path, monkeypatch) -> None:
+    cfg = _compose(tiny_bundle_with_logs, tmp_path / "run")
+    bundle = read_bundle(tiny_bundle_with_logs)
+    sessions = bundle.sessions["unlabeled"]
+    teacher = Teacher(tmp_path / "best.ckpt", "0" * 64, False, None, Supervision())
+    settings = {"split": "unlabeled", "max_sessions": None}
+
+    def label(scripted: ScriptedTeacher) -> Path:
+        monkeypatch.setattr("mtic.pipelines.st_distill.load_teacher", lambda *_: scripted)
+        return label_with_teacher(cfg, teacher, sessions, {}, settings, tmp_path / "art", 2, False)
+
+    with pytest.raises(KeyboardInterrupt):
+        label(ScriptedTeacher(fail_on=2))
+    answers = next((tmp_path / "art").rglob("teacher_labels.jsonl"))
+    assert [r["id"] for r in _jsonl(answers)] == ["u0", "u1"]  # the first batch was kept
+    again = ScriptedTeacher()
+    assert label(again) == answers and again.batches == [2, 2, 2]  # only the rest is asked
+    records = _jsonl(answers)
+    assert [r["id"] for r in records] == [s.id for s in sessions]
+    assert all(r["confidence"] == 0.9 and r["turns"][-1]["intent"] == "track" for r in records)
+    assert label(ScriptedTeacher(fail_on=1)) == answers  # finished: the teacher is not asked again
