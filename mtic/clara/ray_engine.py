@@ -62,8 +62,7 @@ class ShardWorker:
         self.labeler = LazyLabeler(recipe.build)
 
     def label(self, task: ShardTask) -> dict[str, Any]:
-        run = label_shard(task.sessions, self.labeler, task.path, task.batch_size, skip=task.skip)
-        return {**run, "shard": task.shard.index, "in_records": len(task.skip)}
+        return label_shard(task.sessions, self.labeler, task.path, task.batch_size, skip=task.skip)
 
     def llm_stats(self) -> dict[str, int] | None:
         return self.labeler.llm_stats()
@@ -102,11 +101,14 @@ class RayEngine:
             tasks = [ShardTask(s, tuple(sessions[s.start:s.stop]), shard_path(folder, s), batch_size,
                                frozenset(x.id for x in sessions[s.start:s.stop] if x.id in done)) for s in shards]
             tasks = [t for t in tasks if len(t.skip) < len(t.sessions)]
-            labelled, stats = 0, None
+            have = set(done).union(*(recover(t.path) for t in tasks))  # before any worker: retries count as now
+            resumed = sum(s.id in have for s in sessions)
+            stats = None
             if tasks:
                 recipe.prepare()
-                labelled, stats = self._run(tasks, recipe, len(sessions), len(done), progress, desc)
+                stats = self._run(tasks, recipe, len(sessions), resumed, progress, desc)
             ordered = gather(sessions, [t.path for t in tasks], done)
+            labelled = len(sessions) - resumed
             run = {**run_figures(labelled, len(sessions) - labelled, time.time() - started),
                    "engine": "ray", "shards": len(shards), "shard_size": size, "shards_run": len(tasks)}
             summary = write_outputs(paths, ordered, gold, settings, run=run)
@@ -115,8 +117,8 @@ class RayEngine:
         return summary
 
     def _run(self, tasks: Sequence[ShardTask], recipe: LabelerRecipe, total: int, initial: int, progress: bool,
-             desc: str) -> tuple[int, dict[str, int] | None]:
-        """Label the shards on Ray actors; returns (sessions labelled now, the workers' LLM counters summed)."""
+             desc: str) -> dict[str, int] | None:
+        """Label the shards on Ray actors; returns the workers' LLM counters, summed."""
         import ray
         from ray.util import ActorPool
 
@@ -127,18 +129,16 @@ class RayEngine:
                                                     max_task_retries=self.max_restarts)
             actors = [actor.remote(recipe) for _ in range(min(self.num_workers, len(tasks)))]
             log.info("ray: %d shard(s) on %d worker(s)", len(tasks), len(actors))
-            labelled = 0
             with tqdm(total=total, initial=initial, desc=f"{desc} (ray)", unit="session", disable=not progress,
                       dynamic_ncols=True) as bar:
                 for run in ActorPool(actors).map_unordered(lambda a, task: a.label.remote(task), list(tasks)):
-                    labelled += run["labelled_now"]
-                    bar.update(run["labelled_now"] + run["resumed_from"] - run["in_records"])
+                    bar.update(run["labelled_now"])
             counts: Counter[str] = Counter()
             for snapshot in ray.get([a.llm_stats.remote() for a in actors]):
                 counts.update(snapshot or {})
             for a in actors:
                 ray.kill(a)
-            return labelled, dict(sorted(counts.items())) or None
+            return dict(sorted(counts.items())) or None
         finally:
             if started_here:
                 ray.shutdown()
