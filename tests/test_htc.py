@@ -217,3 +217,31 @@ def test_frozen_embeddings_stay_out_of_checkpoints(tiny_bundle: Path, tmp_path: 
     hparams.pop("level_decoding")
     hparams["decoding"] = "consistent"
     assert HTC.from_state(raw, ckpt).hparams.level_decoding == "consistent"
+
+
+def test_frozen_encoder_trains_only_the_heads_and_saves_them_alone(tmp_path: Path) -> None:
+    """htc_recipe=fast: the encoder gives fixed features (eval mode, no gradient), the heads learn, and checkpoints
+    hold the heads only (the encoder comes back from the registry)."""
+    torch.manual_seed(0)
+    taxonomy = make_taxonomy(2)
+    model = HTC(ENCODER, taxonomy, tree_height=2, node_dim=8, freeze_encoder=True)
+    model.train()
+    assert not model.encoder.training and model.local.training  # no dropout inside the frozen encoder
+    ids, mask = torch.randint(5, 100, (4, 7)), torch.ones(4, 7, dtype=torch.long)
+    assert torch.equal(model.encoder(input_ids=ids, attention_mask=mask).last_hidden_state,
+                       model.encoder(input_ids=ids, attention_mask=mask).last_hidden_state)
+    encoder_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    labels = torch.tensor([taxonomy.level_ids(taxonomy.ids[k]) for k in range(4)])
+    loss = model.loss(model(ids, mask), labels)
+    loss.backward()
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert all(p.grad is not None for p in model.local.parameters())
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and not any(n.startswith("encoder.") for n in trainable)
+    checkpoint: dict = {"state_dict": model.state_dict()}
+    model.on_save_checkpoint(checkpoint)
+    assert checkpoint["state_dict"] and not any(k.startswith("encoder.") for k in checkpoint["state_dict"])
+    fresh = HTC(ENCODER, taxonomy, tree_height=2, node_dim=8, freeze_encoder=True)
+    fresh.load_state_dict(checkpoint["state_dict"])
+    assert all(torch.equal(v, encoder_before[k]) for k, v in fresh.encoder.state_dict().items())
+    assert torch.equal(fresh.local.out[0].weight, model.local.out[0].weight)

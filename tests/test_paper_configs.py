@@ -44,3 +44,14 @@ def test_chat_formats() -> None:
     assert chat_format({"system_prompt": "S"}).system_prompt == "S"
     with pytest.raises(ValueError, match="unknown chat_format 'alpaca'"):
         chat_format("alpaca")
+
+
+def test_htc_recipes() -> None:
+    paper = _compose("+experiment=baseline_naive", "market=sg")
+    assert (paper.model.freeze_encoder, paper.trainer.max_epochs, paper.callbacks.early_stopping.monitor) == \
+        (False, 5, "val/loss")
+    assert paper.model.lr == pytest.approx(5e-6) and paper.model.freeze_embeddings is True
+    fast = _compose("+experiment=clara", "market=sg", "htc_recipe=fast")  # merged after the experiment's own values
+    assert (fast.model.freeze_encoder, fast.trainer.max_epochs) == (True, 30)
+    assert (fast.callbacks.checkpoint.monitor, fast.callbacks.checkpoint.mode) == ("val/acc", "max")
+    assert (fast.callbacks.early_stopping.monitor, fast.callbacks.early_stopping.mode) == ("val/acc", "max")

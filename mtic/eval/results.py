@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from mtic.config_resolvers import market_choice
+from mtic.eval.distributed import is_main_process
 from mtic.eval.supervision import Supervision
 
 RESULTS_FILE = "results.json"
@@ -138,6 +139,7 @@ def ablation_settings(cfg: DictConfig) -> dict[str, Any]:
         "candidates": candidates_setting(cfg),
         "pseudo_selection": pseudo_selection_setting(cfg),
         **{switch: model.get(switch) for switch in HTC_SWITCHES},
+        "htc_recipe": None if model.get("freeze_encoder") is None else ("fast" if model.get("freeze_encoder") else "paper"),
     }
 
 
@@ -189,8 +191,12 @@ def write_results(
     """Write `results.json` atomically into `run_dir` and return its path.
 
     `supervision` (the gold label sources the run read, see mtic/eval/supervision.py) is recorded with the
-    run's `label_free` claim; every pipeline passes it."""
+    run's `label_free` claim; every pipeline passes it. Under DDP only rank 0 writes (the path is returned on
+    every rank)."""
     run_dir = Path(run_dir)
+    path = run_dir / RESULTS_FILE
+    if not is_main_process():
+        return path
     run_dir.mkdir(parents=True, exist_ok=True)
     record = {
         "experiment": cfg.get("experiment"),
@@ -211,17 +217,18 @@ def write_results(
     }
     if extra:
         record.update(extra)
-    path = run_dir / RESULTS_FILE
     _write_atomically(path, record)
     return path
 
 
 def write_predictions(run_dir: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path:
     """Write `predictions.jsonl` into `run_dir` (one JSON row per test session: session_id, target, intent and
-    what the method adds) and return its path."""
+    what the method adds) and return its path. Under DDP only rank 0 writes."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / PREDICTIONS_FILE
+    if not is_main_process():
+        return path
+    run_dir.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -236,9 +243,10 @@ def results_line(cfg: DictConfig, metrics: Mapping[str, float], test_size: int, 
 
 
 def update_results(run_dir: str | Path, extra: dict[str, Any], metrics: dict[str, float] | None = None) -> None:
-    """Add fields (and metrics) to an existing `results.json` of `run_dir`, atomically; no file, no change."""
+    """Add fields (and metrics) to an existing `results.json` of `run_dir`, atomically; no file, no change (and
+    none on the other ranks of a DDP run)."""
     path = Path(run_dir) / RESULTS_FILE
-    if not path.is_file():
+    if not path.is_file() or not is_main_process():
         return
     record = json.loads(path.read_text(encoding="utf-8"))
     record.update(extra)

@@ -28,6 +28,7 @@ from torch import nn
 
 from mtic.data.schema import Intent
 from mtic.data.taxonomy import Taxonomy
+from mtic.eval.distributed import EXAMPLE_INDEX
 from mtic.eval.metrics import IntentMetrics
 from mtic.hub.registry import load_encoder
 from mtic.inputs.encoding import IGNORE_INDEX, ClassificationEncoder, PadCollator
@@ -36,6 +37,7 @@ from mtic.models.coding_tree import taxonomy_coding_tree
 from mtic.models.hitin import HiTINHead
 from mtic.models.htc_constants import CONSISTENT, LEAF, LEVEL_DECODINGS
 from mtic.models.label_attention import LabelAttention
+from mtic.models.test_predictions import GatheredTestMetrics
 
 INTENTS_KEY = "mtic_intents"  # the taxonomy, as plain JSON rows, inside every checkpoint
 
@@ -90,7 +92,7 @@ class LocalHeads(nn.Module):
         return logits
 
 
-class HTC(pl.LightningModule):
+class HTC(GatheredTestMetrics, pl.LightningModule):
     """Hierarchical text classifier over a taxonomy of any depth (1 = flat) on a registry encoder."""
 
     def __init__(
@@ -116,6 +118,7 @@ class HTC(pl.LightningModule):
         level_decoding: str = LEAF,
         freeze_embeddings: bool = False,
         checkpoint_optimizer: bool = False,
+        freeze_encoder: bool = False,
     ) -> None:
         super().__init__()
         if level_decoding not in LEVEL_DECODINGS:
@@ -129,6 +132,8 @@ class HTC(pl.LightningModule):
         self.encoder.train()  # the registry hands out eval-mode models; Lightning keeps module modes as found
         if freeze_embeddings:
             self.encoder.get_input_embeddings().requires_grad_(False)
+        if freeze_encoder:  # pre-trained features: no backward through the encoder, no dropout in it, not saved
+            self.encoder.requires_grad_(False)
         hidden = int(self.encoder.config.hidden_size)
         classes = taxonomy.num_classes
         self.dropout = nn.Dropout(dropout)
@@ -161,7 +166,8 @@ class HTC(pl.LightningModule):
     # -- model ------------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
         """Per-level logits [(batch, num_classes[l])], root level first."""
-        tokens = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.hparams.freeze_encoder):
+            tokens = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         h = self.dropout(mean_pool(tokens, attention_mask))
         logits = self.local(h)
         if self.global_head is not None:
@@ -192,38 +198,33 @@ class HTC(pl.LightningModule):
     # -- steps ------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.loss(self(batch["input_ids"], batch["attention_mask"]), batch["level_labels"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0], sync_dist=True)
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         logits = self(batch["input_ids"], batch["attention_mask"])
         labels = batch["level_labels"]
         size = batch["input_ids"].shape[0]
-        self.log("val/loss", self.loss(logits, labels), prog_bar=True, batch_size=size)
+        self.log("val/loss", self.loss(logits, labels), prog_bar=True, batch_size=size, sync_dist=True)
         leaf, _ = self.decode(logits)
         keep = labels[:, -1] != IGNORE_INDEX
         if keep.any():
             acc = (leaf[keep] == labels[keep, -1]).float().mean()
-            self.log("val/acc", acc, prog_bar=True, batch_size=int(keep.sum()))
-
-    def on_test_epoch_start(self) -> None:
-        self.metrics.reset()
-        self.test_outputs = []
+            self.log("val/acc", acc, prog_bar=True, batch_size=int(keep.sum()), sync_dist=True)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         leaf, prob = self.decode(self(batch["input_ids"], batch["attention_mask"]))
         intents = [self.leaf_intents[i] for i in leaf.tolist()]
-        rows = [(p, t) for p, t in zip(intents, batch["target"]) if t is not None]
-        if rows:
-            self.metrics.update([p for p, _ in rows], [t for _, t in rows])
-        self.test_outputs.extend(
+        self.add_test_rows(batch[EXAMPLE_INDEX], [
             {"session_id": sid, "target": t, "intent": p, "probability": round(float(q), 6)}
             for sid, t, p, q in zip(batch["session_id"], batch["target"], intents, prob.tolist())
-        )
+        ])
 
-    def on_test_epoch_end(self) -> None:
-        for name, value in self.metrics.compute("test").items():
-            self.log(name, value)
+    def score_test_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Accuracy over the rows with a gold intent (GatheredTestMetrics gathers them from every rank)."""
+        scored = [r for r in rows if r["target"] is not None]
+        if scored:
+            self.metrics.update([r["intent"] for r in scored], [r["target"] for r in scored])
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         leaf, prob = self.decode(self(batch["input_ids"], batch["attention_mask"]))
@@ -245,6 +246,13 @@ class HTC(pl.LightningModule):
             out.append(logits[-1].float().softmax(-1).cpu())
         self.train(was_training)
         return torch.cat(out) if out else torch.zeros(0, len(self.leaf_intents))
+
+    def train(self, mode: bool = True) -> HTC:
+        """A frozen encoder stays in eval mode (deterministic features) while the heads train."""
+        super().train(mode)
+        if self.hparams.get("freeze_encoder"):
+            self.encoder.eval()
+        return self
 
     # -- optimisation -----------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
