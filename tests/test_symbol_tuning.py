@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 
 from mtic.clara.summaries import conversation_key
+from mtic.eval.distributed import EXAMPLE_INDEX
 from mtic.inputs.datamodule import MTICDataModule
 from mtic.inputs.views import ChatView
 from mtic.labels.targets import LabelSet
@@ -126,7 +127,7 @@ def test_test_sessions_are_tokenised_once(tiny_bundle: Path, tmp_path: Path) -> 
     calls.clear()
     dm.set_encoder(model.build_test_encoder(), model.pad_token_id)
     _trainer(tmp_path, 1).test(model, datamodule=dm)
-    assert set(dm.datasets["test"][0]) == {"session_id", "target", "turns"}
+    assert set(dm.datasets["test"][0]) == {"session_id", "target", "turns", EXAMPLE_INDEX}  # the index: DDP de-dup
     assert model.test_outputs == before and 0 < len(calls) < twice
 
 

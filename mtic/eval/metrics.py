@@ -15,18 +15,22 @@ class IntentMetrics(torch.nn.Module):
 
     `compute(prefix)` returns `{prefix}/acc`, `{prefix}/acc_level{l}` (l = 1 root ... depth), `{prefix}/macro_f1`
     and, when match methods were given, `{prefix}/unmatched` (share of outputs that were not an exact label).
+    It is fed the predictions of every test example (under DDP gathered from all ranks and de-duplicated first,
+    mtic/eval/distributed.py), so torchmetrics' own cross-rank sum at compute time is off: it would count every
+    example once per rank (and the DistributedSampler's padding repeats).
     """
 
     def __init__(self, taxonomy: Taxonomy) -> None:
         super().__init__()
         self.taxonomy = taxonomy
         n = len(taxonomy)
-        self.accuracy = MulticlassAccuracy(num_classes=n + 1, average="micro", ignore_index=None)
-        self.macro_f1 = MulticlassF1Score(num_classes=n + 1, average="macro")
+        local = {"sync_on_compute": False}  # complete rows already (see the class docstring)
+        self.accuracy = MulticlassAccuracy(num_classes=n + 1, average="micro", ignore_index=None, **local)
+        self.macro_f1 = MulticlassF1Score(num_classes=n + 1, average="macro", **local)
         self.levels = torch.nn.ModuleList(
-            [MulticlassAccuracy(num_classes=k + 1, average="micro") for k in taxonomy.num_classes]
+            [MulticlassAccuracy(num_classes=k + 1, average="micro", **local) for k in taxonomy.num_classes]
         )
-        self.unmatched = MeanMetric()
+        self.unmatched = MeanMetric(**local)
         self._saw_unmatched = False
 
     def _index(self, intent_id: str | None) -> int:

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
 from mtic.data.bundle import Bundle, read_bundle, read_sessions
 from mtic.data.schema import Session, SingleTurnQuery
 from mtic.data.taxonomy import Taxonomy
+from mtic.eval.distributed import EXAMPLE_INDEX
 from mtic.eval.supervision import SINGLE_TURN, Supervision, sessions_source
 from mtic.inputs.crafted import CraftFromSingleTurn
 from mtic.inputs.data_plan import (
@@ -40,7 +41,8 @@ __all__ = ["CARVED_VALID_SHARE", "NO_SESSIONS", "PSEUDO_PREFIX", "SINGLE_TURN_SO
 
 
 class EncodedDataset(Dataset):
-    """Examples encoded once, up front (the data sets are small; encoding per epoch would be waste)."""
+    """Examples encoded once, up front (the data sets are small; encoding per epoch would be waste). Each item
+    carries its position (`EXAMPLE_INDEX`): under DDP the test predictions of all ranks are de-duplicated by it."""
 
     def __init__(self, rows: list[dict[str, Any]]) -> None:
         self.rows = rows
@@ -49,18 +51,24 @@ class EncodedDataset(Dataset):
         return len(self.rows)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.rows[index]
+        return {**self.rows[index], EXAMPLE_INDEX: index}
 
     def lengths(self) -> list[int]:
         return [len(r["input_ids"]) for r in self.rows]
 
 
-class LengthGroupedBatchSampler(Sampler[list[int]]):
-    """Shuffled batches of similar length: sort inside random mega-batches, then shuffle the batches."""
+class LengthGroupedBatchSampler(BatchSampler):
+    """Shuffled batches of similar length: sort inside random mega-batches, then shuffle the batches.
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, mega_factor: int = 32) -> None:
+    The batches hold the indices `sampler` yields: all of the dataset by default; under DDP Lightning rebuilds
+    this sampler with a DistributedSampler in its place (PyTorch's BatchSampler interface), which yields this
+    rank's share, padded so that every rank runs the same number of batches. Each yielded index is in exactly one
+    batch per epoch."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, mega_factor: int = 32,
+                 sampler: Sampler[int] | Sequence[int] | None = None) -> None:
+        super().__init__(range(len(lengths)) if sampler is None else sampler, batch_size, drop_last=False)
         self.lengths = list(lengths)
-        self.batch_size = batch_size
         self.seed = seed
         self.mega = batch_size * mega_factor
         self.epoch = 0
@@ -68,7 +76,7 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         rng = random.Random(self.seed + self.epoch)
         self.epoch += 1
-        order = list(range(len(self.lengths)))
+        order = list(self.sampler)
         rng.shuffle(order)
         batches = []
         for start in range(0, len(order), self.mega):
@@ -78,7 +86,7 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         return iter(batches)
 
     def __len__(self) -> int:
-        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+        return (len(self.sampler) + self.batch_size - 1) // self.batch_size
 
 
 def planned_supervision(train_single_turn: bool, train_sessions: str, valid_sessions: str | Sequence[str]

@@ -54,11 +54,12 @@ class LoraCausalLM(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.lm_loss(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0], sync_dist=True)
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self.log("val/loss", self.lm_loss(batch), prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        self.log("val/loss", self.lm_loss(batch), prog_bar=True, batch_size=batch["input_ids"].shape[0],
+                 sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
         params = [p for p in self.model.parameters() if p.requires_grad]

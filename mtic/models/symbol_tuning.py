@@ -9,6 +9,7 @@ import torch
 
 from mtic.clara.summaries import conversation_key
 from mtic.data.taxonomy import Taxonomy
+from mtic.eval.distributed import EXAMPLE_INDEX
 from mtic.eval.metrics import IntentMetrics
 from mtic.hub.registry import load_sentence_embedder
 from mtic.inputs.chat import ChatEncoder, rollout_row
@@ -17,11 +18,12 @@ from mtic.labels.matching import output_matcher
 from mtic.labels.targets import LabelSet, TargetKind
 from mtic.models.causal_lm import LoraCausalLM
 from mtic.models.rollout import DECODES, GREEDY, HISTORIES, ROLLOUT, SCORE, GreedyDecoder, LabelScorer, SessionRollout
+from mtic.models.test_predictions import GatheredTestMetrics
 
 SUMMARY_EXTRA_TOKENS = 32  # "You are asking about ... So, the intent title is" comes before the label
 
 
-class SymbolTuningLM(LoraCausalLM):
+class SymbolTuningLM(GatheredTestMetrics, LoraCausalLM):
     """A causal LM + LoRA trained on vicuna-style transcripts whose answers are (compressed) intent labels.
 
     Only answer tokens carry loss (see `ChatEncoder`). At test time every session is rolled out turn by turn
@@ -129,17 +131,12 @@ class SymbolTuningLM(LoraCausalLM):
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         results = self.predict_sessions(batch["turns"])
-        self.metrics.update(
-            [r["intent"] for r in results], list(batch["target"]), [r["method"] == "exact" for r in results]
-        )
-        self.test_outputs.extend(
+        self.add_test_rows(batch[EXAMPLE_INDEX], [
             {"session_id": sid, "target": t, **r} for sid, t, r in zip(batch["session_id"], batch["target"], results)
-        )
+        ])
 
-    def on_test_epoch_start(self) -> None:
-        self.metrics.reset()
-        self.test_outputs: list[dict[str, Any]] = []
-
-    def on_test_epoch_end(self) -> None:
-        for name, value in self.metrics.compute("test").items():
-            self.log(name, value)
+    def score_test_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Accuracy and the unmatched share (outputs that were not exactly a label) over every test session."""
+        if rows:
+            self.metrics.update([r["intent"] for r in rows], [r["target"] for r in rows],
+                                [r["method"] == "exact" for r in rows])

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from mtic.data.sources import resolve_bundle
+from mtic.eval.distributed import is_main_process
 from mtic.eval.results import ablation_settings, redact, results_line, write_predictions, write_results
 from mtic.eval.supervision import Supervision
 from mtic.eval.wandb_records import attach_to_wandb
@@ -177,10 +178,12 @@ def run(cfg: DictConfig, fit: bool = True, test: bool = True, checkpoint: str | 
     if fit:
         sizes["selection"] = plan.record(selection_rule(cfg))
         sizes["training_fallback"] = datamodule.training_fallback
-    path = write_results(run_dir, cfg, metrics, test_size, started, extra=sizes, supervision=used)
-    log.info("results: %s -> %s", json.dumps(metrics), path)
-    print(results_line(cfg, metrics, test_size, path))
-    attach_to_wandb(trainer.loggers, path)
+    sizes["world_size"] = trainer.world_size  # processes of a data-parallel run (trainer=ddp, ddp_cpu); 1 otherwise
+    path = write_results(run_dir, cfg, metrics, test_size, started, extra=sizes, supervision=used)  # rank 0 only
+    if trainer.is_global_zero:
+        log.info("results: %s -> %s", json.dumps(metrics), path)
+        print(results_line(cfg, metrics, test_size, path))
+        attach_to_wandb(trainer.loggers, path)
     finish_loggers(trainer)
     return metrics
 
@@ -219,6 +222,7 @@ def resume_point(trainer: pl.Trainer, run_dir: Path, resume: str | None) -> str 
     recorded, so `best.ckpt` stays the best of the whole run."""
     choice = "never" if resume is None else str(resume)
     folder = _checkpoint_dir(trainer, run_dir)
+    tidy = is_main_process()  # DDP: every rank runs this; rank 0 alone moves old checkpoints
     path: Path | None = None
     if choice == "auto":
         path = folder / LAST if (folder / LAST).is_file() else None
@@ -226,10 +230,12 @@ def resume_point(trainer: pl.Trainer, run_dir: Path, resume: str | None) -> str 
         path = _given_checkpoint(choice)
     state = _resumable_state(path, explicit=choice not in RESUME_CHOICES) if path is not None else None
     if state is None:
-        _move_stale(folder, keep=set())
+        if tidy:
+            _move_stale(folder, keep=set())
         return None
     kept = {path.resolve()} | {Path(p).resolve() for p in _recorded_best(state)}
-    _move_stale(folder, keep=kept)
+    if tidy:
+        _move_stale(folder, keep=kept)
     epoch, step = int(state.get("epoch", -1)) + 1, int(state.get("global_step", 0))
     _say(f"resuming from {path} (saved after epoch {epoch}, step {step}): weights, optimizer, scheduler and "
          "early-stopping state restored", logging.INFO)
