@@ -89,6 +89,29 @@ def test_engine_is_a_config_group():
         build_engine("ray")  # the override pipeline.engine=ray instead of the group choice
 
 
+class Untouchable:
+    """A recipe that must not be used: nothing is left to label."""
+
+    def prepare(self):
+        raise AssertionError("nothing to label: M_c must not be prepared")
+
+    def build(self):
+        raise AssertionError("nothing to label: no labeller, no Ray")
+
+
+def test_a_finished_file_starts_no_ray_and_builds_nothing(tmp_path):
+    from mtic.clara.ray_engine import RayEngine  # ray itself is imported only when shards are left to label
+
+    sessions = _sessions(5)
+    out = tmp_path / "pl.jsonl"
+    pseudo_label(sessions, Scripted(), out, batch_size=BATCH, progress=False)
+    before = out.read_bytes()
+    summary = RayEngine(num_workers=2, shard_batches=1).label(sessions, Untouchable(), out, batch_size=BATCH,
+                                                             progress=False)
+    assert summary["run"]["labelled_now"] == 0 and summary["run"]["shards_run"] == 0
+    assert out.read_bytes() == before and summary["llm_stats"] is None
+
+
 # --------------------------------------------------------------------------- CLARA's labelling on Ray
 @pytest.fixture(scope="module")
 def ray_cluster():
