@@ -132,7 +132,8 @@ def measure(stage: str, bundle: Path, work: Path, options: dict[str, Any], max_r
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", stage, "--bundle", str(bundle),
            "--work", str(work), "--result", str(result), "--options", json.dumps(options)]
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT)
+    env = {**os.environ, "MTIC_CACHE": str(work.parent / "mtic-cache")}  # the stages of one size share it
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
     status, over = "ok", False
     while True:
         pid, code, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -201,7 +202,8 @@ def verdict(slope: float | None) -> str:
 
 # --------------------------------------------------------------------------- report
 STAGE_DETAIL = {  # what each stage's own numbers are, for the table
-    "load": lambda r: f"{r['sessions']} sessions, {r['single_turn']} single-turn",
+    "load": lambda r: (f"{r['sessions']} sessions, {r['single_turn']} single-turn; cold read {r['cold_s']} s, warm "
+                       f"{r['warm_s']} s ({r['reader']})"),
     "retrieval": lambda r: (f"{r['index']} index of {r['demos_indexed']} demos: build {r['index_build_s']} s (embed "
                             f"{r['index_embed_s']} s); {r['sessions']} sessions in {r['retrieve_s']} s (embed "
                             f"{r['retrieve_embed_s']} s), {r['sessions_per_s']}/s"
@@ -216,7 +218,10 @@ STAGE_DETAIL["retrieval_ann"] = STAGE_DETAIL["retrieval"]
 
 def markdown(report: dict[str, Any]) -> str:
     lines = ["# Cost curves on synthetic bundles (experiments/bench_scale.py)", "",
-             f"Machine: {report['machine']}. {report['note']}", "",
+             f"Machine: {report['machine']}. {report['note']}",
+             (f"Code: {report['code']}. Bundles: {report['generator']}, n sessions and n/2 single-turn queries. "
+              "Stand-ins: a hashing embedder (384 dims), an instant LLM, tiny-bert (experiments/bench_scale_stages.py)."),
+             "",
              "| sessions | stage | wall s | work s | peak RSS MiB | RSS after imports MiB | detail |",
              "|---|---|---|---|---|---|---|"]
     for r in sorted(report["runs"], key=lambda r: (r["size"], DEFAULT_STAGES.index(r["stage"]))):
@@ -263,6 +268,14 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- main
+def code_version() -> str:
+    """The checkout measured: its commit, and whether the working tree had uncommitted changes."""
+    described = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True,
+                               check=False,
+                               timeout=30)
+    return f"commit {described.stdout.strip() or 'unknown'}"
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
@@ -310,7 +323,8 @@ def main() -> None:
             report["runs"] = [r for r in report["runs"] if (r["size"], r["stage"]) != (size, stage)] + [row]
             report.update(machine=f"{platform.node()}: {os.cpu_count()} CPUs, {platform.python_version()}, "
                                   f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
-                          note=args.note, budget_gb=args.budget_gb, fits=fits(report["runs"], args.budget_gb))
+                          note=args.note, budget_gb=args.budget_gb, fits=fits(report["runs"], args.budget_gb),
+                          generator=f"{synthetic_writer().__module__}.write_synthetic_bundle", code=code_version())
             args.out.parent.mkdir(parents=True, exist_ok=True)
             out_json.write_text(json.dumps(report, indent=1), encoding="utf-8")
             args.out.with_suffix(".md").write_text(markdown(report), encoding="utf-8")
