@@ -14,7 +14,8 @@ baseline_naive`) is trained (or `--checkpoint NAME=PATH` reused), exported with 
 
     python experiments/bench_deploy.py --threads 2            # full run (minutes; run it on a quiet machine)
     python experiments/bench_deploy.py --quick                # smoke test: tiny training, few timings
-Writes experiments/reports/bench_deploy.{md,json} (`--quick`: bench_deploy_quick.*).
+    python experiments/bench_deploy.py --quick --device cuda  # + the eager PyTorch row on the GPU (trains there too)
+Writes experiments/reports/bench_deploy.{md,json} (`--quick`: bench_deploy_quick.*; `--device cuda`: *_cuda.*).
 """
 from __future__ import annotations
 
@@ -49,10 +50,17 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--load-requests", type=int, default=1000, help="requests of the service load test")
     p.add_argument("--load-concurrency", type=int, default=200)
     p.add_argument("--quick", action="store_true", help="smoke settings: 1 short epoch, few timings")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cuda: train with trainer=gpu and add the eager fp32 row on the GPU (eager-fp32-cuda)")
     p.add_argument("--out", default=str(ROOT / "experiments" / "reports"))
     args = p.parse_args()
     if args.quick:
         args.sessions, args.throughput_rounds, args.load_requests = min(args.sessions, 20), 1, 200
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            p.error(f"--device cuda: no CUDA device (torch {torch.__version__}, torch.cuda.is_available() is False)")
     return args
 
 
@@ -71,7 +79,7 @@ def four_turn_sessions(sessions: list[Any], n: int) -> list[list[str]]:
 
 
 def train(args: argparse.Namespace, backbone: str) -> Path:
-    run_dir = Path(args.work_dir) / f"run-{args.market}-{backbone}{'-quick' if args.quick else ''}"
+    run_dir = Path(args.work_dir) / f"run-{args.market}-{backbone}{'-quick' if args.quick else ''}{_suffix(args)}"
     ckpt = run_dir / "checkpoints" / "best.ckpt"
     if ckpt.is_file():
         print(f"[bench] reusing {ckpt}", flush=True)
@@ -80,12 +88,27 @@ def train(args: argparse.Namespace, backbone: str) -> Path:
            f"market.encoder={backbone}", "logger=none", "callbacks.progress=null", f"hydra.run.dir={run_dir}"]
     if args.epochs:
         cmd.append(f"trainer.max_epochs={args.epochs}")
+    if args.device == "cuda":
+        cmd.append("trainer=gpu")
     if args.quick:
         cmd += ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
                 "trainer.limit_test_batches=1"]
     print(f"[bench] training: {' '.join(cmd[1:])}", flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS=str(args.threads)))
     return ckpt
+
+
+def _suffix(args: argparse.Namespace) -> str:
+    return "_cuda" if args.device == "cuda" else ""
+
+
+def runtimes_to_time(args: argparse.Namespace, export: Path, ckpt: Path) -> list[tuple[str, Path, str, str]]:
+    """(row name, what to load, precision, device) of every runtime timed: ONNX int8 / fp32 and eager PyTorch on
+    the CPU, and with `--device cuda` eager PyTorch on the GPU."""
+    rows = [("onnx-int8", export, "int8", "cpu"), ("onnx-fp32", export, "fp32", "cpu"), ("eager-fp32", ckpt, "auto", "cpu")]
+    if args.device == "cuda":
+        rows.append(("eager-fp32-cuda", ckpt, "auto", "cuda"))
+    return rows
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -232,8 +255,9 @@ def report_markdown(result: dict[str, Any]) -> str:
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, b in result["backbones"].items():
         for runtime, r in b["runtimes"].items():
+            share = "n/a (GPU)" if runtime.endswith("-cuda") else f"{100 * r['gflops'] / peak:.1f}"  # CPU peak
             lines.append(f"| {name} | {runtime} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['throughput_sps']} | "
-                         f"{r['gflops']} | {100 * r['gflops'] / peak:.1f} | {r['accuracy']:.4f} |")
+                         f"{r['gflops']} | {share} | {r['accuracy']:.4f} |")
     header = ("| backbone | int8 p50 <= 20 ms | int8 speed-up vs eager (p50) | int8 - fp32 accuracy (pt) | "
               "export parity fp32 / int8 (argmax agreement) |")
     lines += ["", header, "|---|---|---:|---:|---|"]
@@ -272,20 +296,22 @@ def main() -> None:
     result: dict[str, Any] = {
         "market": args.market, "threads": args.threads, "quick": args.quick, "batch_size": args.batch_size,
         "test_sessions": len(test), "latency_sessions": len(sessions4),
-        "host": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "host": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+                + (f", GPU {torch.cuda.get_device_name(0)}" if args.device == "cuda" else ""),
         "matmul_peak": matmul_peak(args.threads), "backbones": {},
     }
     result["matmul_peak_gflops"] = result["matmul_peak"]["gflops"]
     print(f"[bench] matmul peak {result['matmul_peak_gflops']} GFLOP/s", flush=True)
     for backbone in args.backbones:
         ckpt = Path(given[backbone]) if backbone in given else train(args, backbone)
-        export = Path(args.work_dir) / f"export-{args.market}-{backbone}{'-quick' if args.quick else ''}"
+        export = Path(args.work_dir) / f"export-{args.market}-{backbone}{'-quick' if args.quick else ''}{_suffix(args)}"
         card = export_checkpoint(ckpt, export)
         runtimes: dict[str, Any] = {}
-        for name, source, precision in (("onnx-int8", export, "int8"), ("onnx-fp32", export, "fp32"),
-                                        ("eager-fp32", ckpt, "auto")):
+        for name, source, precision, device in runtimes_to_time(args, export, ckpt):
             clf = IntentClassifier.load(source, precision, args.threads)
-            config = clf.runtime.model.encoder.config if name == "eager-fp32" else _encoder_config(card)
+            if device != "cpu":
+                clf.runtime.model.to(device)  # TorchClassifier feeds each batch to its model's device
+            config = clf.runtime.model.encoder.config if name.startswith("eager") else _encoder_config(card)
             runtimes[name] = time_runtime(clf, sessions4, test, args, config)
             print(f"[bench] {backbone} {name}: {runtimes[name]}", flush=True)
             del clf
@@ -296,7 +322,7 @@ def main() -> None:
                                          "files": card["files"], "runtimes": runtimes, "service": service}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = "bench_deploy_quick" if args.quick else "bench_deploy"
+    stem = ("bench_deploy_quick" if args.quick else "bench_deploy") + _suffix(args)
     (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     markdown = report_markdown(result)
     (out / f"{stem}.md").write_text(markdown, encoding="utf-8")
