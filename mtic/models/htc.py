@@ -28,6 +28,7 @@ from torch import nn
 
 from mtic.data.schema import Intent
 from mtic.data.taxonomy import Taxonomy
+from mtic.eval.distributed import EXAMPLE_INDEX
 from mtic.eval.metrics import IntentMetrics
 from mtic.hub.registry import load_encoder
 from mtic.inputs.encoding import IGNORE_INDEX, ClassificationEncoder, PadCollator
@@ -36,6 +37,7 @@ from mtic.models.coding_tree import taxonomy_coding_tree
 from mtic.models.hitin import HiTINHead
 from mtic.models.htc_constants import CONSISTENT, LEAF, LEVEL_DECODINGS
 from mtic.models.label_attention import LabelAttention
+from mtic.models.test_predictions import GatheredTestMetrics
 
 INTENTS_KEY = "mtic_intents"  # the taxonomy, as plain JSON rows, inside every checkpoint
 
@@ -90,7 +92,7 @@ class LocalHeads(nn.Module):
         return logits
 
 
-class HTC(pl.LightningModule):
+class HTC(GatheredTestMetrics, pl.LightningModule):
     """Hierarchical text classifier over a taxonomy of any depth (1 = flat) on a registry encoder."""
 
     def __init__(
@@ -196,38 +198,33 @@ class HTC(pl.LightningModule):
     # -- steps ------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.loss(self(batch["input_ids"], batch["attention_mask"]), batch["level_labels"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0], sync_dist=True)
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         logits = self(batch["input_ids"], batch["attention_mask"])
         labels = batch["level_labels"]
         size = batch["input_ids"].shape[0]
-        self.log("val/loss", self.loss(logits, labels), prog_bar=True, batch_size=size)
+        self.log("val/loss", self.loss(logits, labels), prog_bar=True, batch_size=size, sync_dist=True)
         leaf, _ = self.decode(logits)
         keep = labels[:, -1] != IGNORE_INDEX
         if keep.any():
             acc = (leaf[keep] == labels[keep, -1]).float().mean()
-            self.log("val/acc", acc, prog_bar=True, batch_size=int(keep.sum()))
-
-    def on_test_epoch_start(self) -> None:
-        self.metrics.reset()
-        self.test_outputs = []
+            self.log("val/acc", acc, prog_bar=True, batch_size=int(keep.sum()), sync_dist=True)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         leaf, prob = self.decode(self(batch["input_ids"], batch["attention_mask"]))
         intents = [self.leaf_intents[i] for i in leaf.tolist()]
-        rows = [(p, t) for p, t in zip(intents, batch["target"]) if t is not None]
-        if rows:
-            self.metrics.update([p for p, _ in rows], [t for _, t in rows])
-        self.test_outputs.extend(
+        self.add_test_rows(batch[EXAMPLE_INDEX], [
             {"session_id": sid, "target": t, "intent": p, "probability": round(float(q), 6)}
             for sid, t, p, q in zip(batch["session_id"], batch["target"], intents, prob.tolist())
-        )
+        ])
 
-    def on_test_epoch_end(self) -> None:
-        for name, value in self.metrics.compute("test").items():
-            self.log(name, value)
+    def score_test_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Accuracy over the rows with a gold intent (GatheredTestMetrics gathers them from every rank)."""
+        scored = [r for r in rows if r["target"] is not None]
+        if scored:
+            self.metrics.update([r["intent"] for r in scored], [r["target"] for r in scored])
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         leaf, prob = self.decode(self(batch["input_ids"], batch["attention_mask"]))
