@@ -89,6 +89,43 @@ class LengthGroupedBatchSampler(BatchSampler):
         return (len(self.sampler) + self.batch_size - 1) // self.batch_size
 
 
+class EncodedDataModule(pl.LightningDataModule):
+    """Examples encoded once by the model's encoder (`datasets` per split, filled by `setup`), in batches padded
+    to their longest row: training batches shuffled (of similar lengths when `group_by_length`), evaluation
+    batches in order. Base of the bundle's datamodule and of a general chat corpus's (corpus_datamodule.py)."""
+
+    def __init__(self, batch_size: int, eval_batch_size: int, group_by_length: bool, num_workers: int, seed: int
+                 ) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.group_by_length = group_by_length
+        self.num_workers = num_workers
+        self.seed = seed
+        self.encoder: Encoder | None = None
+        self.collator: PadCollator | None = None
+        self.datasets: dict[str, EncodedDataset] = {}
+
+    def set_encoder(self, encoder: Encoder, pad_token_id: int) -> None:
+        """Install the model's encoder (it owns the tokenizer) and reset encoded data."""
+        self.encoder = encoder
+        self.collator = PadCollator(pad_token_id=pad_token_id)
+        self.datasets = {}
+
+    def train_dataloader(self) -> DataLoader:
+        data = self.datasets["train"]
+        if self.group_by_length:
+            sampler = LengthGroupedBatchSampler(data.lengths(), self.batch_size, seed=self.seed)
+            return DataLoader(data, batch_sampler=sampler, collate_fn=self.collator, num_workers=self.num_workers)
+        return DataLoader(data, batch_size=self.batch_size, shuffle=True, collate_fn=self.collator, num_workers=self.num_workers)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        return DataLoader(self.datasets[split], batch_size=self.eval_batch_size, collate_fn=self.collator, num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("valid")
+
+
 def planned_supervision(train_single_turn: bool, train_sessions: str, valid_sessions: str | Sequence[str]
                         ) -> Supervision:
     """The label sources of a data config (a valid split counts as read even if the bundle lacks it): what a
@@ -106,7 +143,7 @@ def config_supervision(data: Any) -> Supervision:
                                data.get("valid_sessions", "valid"))
 
 
-class MTICDataModule(pl.LightningDataModule):
+class MTICDataModule(EncodedDataModule):
     """Feeds any mtic LightningModule from a bundle.
 
     The `view` turns sessions into examples (chat transcript, last query, naive or selected concatenation);
@@ -138,35 +175,21 @@ class MTICDataModule(pl.LightningDataModule):
         seed: int = 0,
         crafting: CraftFromSingleTurn | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, eval_batch_size, group_by_length, num_workers, seed)
         self.bundle: Bundle = read_bundle(bundle_dir)
         self.taxonomy = Taxonomy.from_intents(self.bundle.intents)
         self.view = view
         self.eval_view = eval_view or view
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
         self.train_single_turn = train_single_turn
         self.train_sessions = train_sessions
         self.valid_sessions = valid_sessions
         self.expand_prefixes = expand_prefixes
         self.max_train_examples = max_train_examples
         self.max_eval_examples = max_eval_examples
-        self.group_by_length = group_by_length
-        self.num_workers = num_workers
-        self.seed = seed
         self.crafting = crafting or CraftFromSingleTurn(seed=seed)
-        self.encoder: Encoder | None = None
-        self.collator: PadCollator | None = None
-        self.datasets: dict[str, EncodedDataset] = {}
         self._single_turn_parts: tuple[list[SingleTurnQuery], list[SingleTurnQuery]] | None = None
         self._validation: ValidationPlan | None = None
         self.training_fallback: str | None = None   # set by `plan`: what trains when a configured source is absent
-
-    def set_encoder(self, encoder: Encoder, pad_token_id: int) -> None:
-        """Install the model's encoder (it owns the tokenizer) and reset encoded data."""
-        self.encoder = encoder
-        self.collator = PadCollator(pad_token_id=pad_token_id)
-        self.datasets = {}
 
     # -- sessions per stage -------------------------------------------------------------------------
     def training_sessions(self) -> list[Session]:
@@ -283,19 +306,6 @@ class MTICDataModule(pl.LightningDataModule):
             if wanted and split not in self.datasets:
                 sessions = self.evaluation_sessions(split)
                 self.datasets[split] = EncodedDataset([self.encoder(self.eval_view(s)) for s in sessions])
-
-    def train_dataloader(self) -> DataLoader:
-        data = self.datasets["train"]
-        if self.group_by_length:
-            sampler = LengthGroupedBatchSampler(data.lengths(), self.batch_size, seed=self.seed)
-            return DataLoader(data, batch_sampler=sampler, collate_fn=self.collator, num_workers=self.num_workers)
-        return DataLoader(data, batch_size=self.batch_size, shuffle=True, collate_fn=self.collator, num_workers=self.num_workers)
-
-    def _eval_loader(self, split: str) -> DataLoader:
-        return DataLoader(self.datasets[split], batch_size=self.eval_batch_size, collate_fn=self.collator, num_workers=self.num_workers)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("valid")
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")

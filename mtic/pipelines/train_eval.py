@@ -3,7 +3,6 @@ the baselines, and the training stage of the selective, CLARA and M_c pipelines.
 from __future__ import annotations
 
 import copy
-import inspect
 import json
 import logging
 import time
@@ -16,13 +15,15 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from mtic.config_schema import ConfigError
 from mtic.data.sources import resolve_bundle
+from mtic.data.taxonomy import Taxonomy
 from mtic.eval.distributed import is_main_process
 from mtic.eval.results import ablation_settings, redact, results_line, write_predictions, write_results
 from mtic.eval.supervision import Supervision
 from mtic.eval.wandb_records import attach_to_wandb
 from mtic.inputs.data_plan import ValidationPlan
-from mtic.inputs.datamodule import MTICDataModule, config_supervision
+from mtic.inputs.datamodule import EncodedDataModule, MTICDataModule, config_supervision
 from mtic.labels.targets import LabelSet
 from mtic.models.checkpoint_io import ArtifactError, existing_file, read_checkpoint
 
@@ -46,21 +47,36 @@ def build_datamodule(cfg: DictConfig) -> MTICDataModule:
     return instantiate(cfg.data, bundle_dir=str(bundle_dir_of(cfg)))
 
 
-def build_model(cfg: DictConfig, datamodule: MTICDataModule) -> pl.LightningModule:
+TAXONOMY = "taxonomy"
+"""The model-node key (value `???`) of a model that takes the bundle's taxonomy, supplied by `build_model`."""
+
+
+def build_model(cfg: DictConfig, datamodule: EncodedDataModule) -> pl.LightningModule:
     """The model of `cfg.model`, its encoder installed in `datamodule`.
 
-    The model node is instantiated recursively: a generative model's `labels: ${labels}` gets the bundle's
-    taxonomy, and its `summaries` node (labels=summary) the conversations of the training examples actually used. A
-    model that predicts no intent (domain-adaptive pre-training) takes no taxonomy."""
-    takes_taxonomy = "taxonomy" in inspect.signature(get_class(cfg.model._target_)).parameters
-    runtime: dict[str, Any] = {"taxonomy": datamodule.taxonomy} if takes_taxonomy else {}
+    What only the data can give is declared in the model node and supplied here: `taxonomy: ???` (the models that
+    predict intents: symbol tuning, the HTC) gets the bundle's taxonomy; the node is instantiated recursively, so a
+    generative model's `labels: ${labels}` gets it too, and its `summaries` node (labels=summary) the conversations
+    of the training examples actually used. A node that declares none of them (continued pre-training) reads
+    nothing but the encoder slot of `datamodule`, which may then hold a chat corpus instead of a bundle."""
+    runtime: dict[str, Any] = {}
+    if TAXONOMY in cfg.model.keys():
+        runtime[TAXONOMY] = _taxonomy_of(datamodule, cfg.model._target_)
     if cfg.model.get("labels") is not None:
-        runtime["labels"] = {"taxonomy": datamodule.taxonomy}
+        runtime["labels"] = {TAXONOMY: _taxonomy_of(datamodule, cfg.model._target_)}
     if cfg.model.get("summaries") is not None:
         runtime["summaries"] = {"conversations": training_conversations(datamodule)}
     model = instantiate(cfg.model, _convert_="all", **runtime)  # plain hparams: checkpoints load with weights_only
     datamodule.set_encoder(model.build_encoder(), model.pad_token_id)
     return model
+
+
+def _taxonomy_of(datamodule: EncodedDataModule, model: str) -> Taxonomy:
+    taxonomy = getattr(datamodule, TAXONOMY, None)
+    if not isinstance(taxonomy, Taxonomy):
+        raise ConfigError(f"model {model} predicts intents, but its training data ({type(datamodule).__name__}) holds "
+                          "no intent taxonomy: train it on a bundle (pipeline=pretrain trains model=pretrain only)")
+    return taxonomy
 
 
 def training_conversations(datamodule: pl.LightningDataModule) -> list[tuple[str, ...]]:
