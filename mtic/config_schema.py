@@ -26,7 +26,7 @@ RENAMED_KEYS = {
     "model.decoding": f"model.level_decoding ({' | '.join(LEVEL_DECODINGS)})",
 }
 """Keys that were renamed: setting the old one is a one-line error naming the new one."""
-OPTIONAL_GROUPS = ("llm", "prompt", "sweep", "launcher")
+OPTIONAL_GROUPS = ("llm", "prompt", "sweep", "launcher", "corpus")
 """Groups listed as null in conf/config.yaml's defaults: chosen with `group=option`, not appended with `+`."""
 
 
@@ -98,13 +98,16 @@ def _get(cfg: DictConfig, dotted: str) -> Any:
 
 LLM_PIPELINES = ("mtic.pipelines.clara.clara", "mtic.pipelines.clara.lara")
 """The pipelines that prompt an LLM: the only readers of the `llm` and `prompt` groups."""
+CORPUS_PIPELINES = ("mtic.pipelines.pretrain.run",)
+"""The pipelines that train on a general chat corpus: the only readers of the `corpus` group."""
 
 
 def unread_groups(cfg: DictConfig) -> list[str]:
     """Groups set in the config that nothing of this run reads (an override that would be silently ignored).
 
     `labels` is read by a model that interpolates it (`model.labels`, symbol tuning) or by an LLM pipeline
-    (`pipeline.labels`); `llm` and `prompt` by the LLM pipelines only. HTC experiments compose no labels."""
+    (`pipeline.labels`); `llm` and `prompt` by the LLM pipelines only; `corpus` by pipeline=pretrain only. HTC
+    experiments compose no labels."""
     pipeline = cfg.get("pipeline") or {}
     llm_pipeline = pipeline.get("_target_") in LLM_PIPELINES
     problems = []
@@ -115,6 +118,9 @@ def unread_groups(cfg: DictConfig) -> list[str]:
         if cfg.get(group) is not None and not llm_pipeline:
             problems.append(f"'{group}' is set but pipeline {pipeline.get('_target_')} prompts no LLM: drop {group}= "
                             "(the LLM pipelines are +experiment=lara | clara | lara_pl)")
+    if cfg.get("corpus") is not None and pipeline.get("_target_") not in CORPUS_PIPELINES:
+        problems.append(f"'corpus' is set but pipeline {pipeline.get('_target_')} trains on no chat corpus: drop "
+                        "corpus= (general-chat pre-training is +experiment=pretrain_chat)")
     return problems
 
 

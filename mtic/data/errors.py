@@ -17,3 +17,8 @@ class BundleError(ValueError):
 
 class MissingBundleFileError(BundleError):
     """A file that the chosen pipeline needs is absent from the bundle."""
+
+
+class CorpusError(BundleError):
+    """A general chat corpus (`pipeline=pretrain corpus=jsonl | hub`) is malformed: the message names the file and
+    line (a JSONL) or the dataset and row (`datasets.load_dataset`)."""

@@ -80,16 +80,20 @@ class ValidationPlan:
     def selects(self) -> bool:
         return bool(self.used)
 
+    def names(self, specs: Sequence[str]) -> list[str]:
+        """The recorded names of sources: the supervision vocabulary's (`source_name`)."""
+        return [source_name(s) for s in specs]
+
     def record(self, rule: str | None) -> dict[str, Any]:
         """The `selection` entry of results.json; `rule`: how the callbacks select on validation data ('early
         stopping and the best checkpoint on val/loss'), None when none watches it."""
         said = (rule or NO_SELECTING_CALLBACK) if self.selects else LAST_EPOCH
-        return {"planned": [source_name(s) for s in self.planned], "used": [source_name(s) for s in self.used],
+        return {"planned": self.names(self.planned), "used": self.names(self.used),
                 "valid_size": self.valid_size, "rule": said, "fallback": self.fallback}
 
     def line(self, rule: str | None) -> str:
         """The one log line that says what selects the model, and why when it is not what was configured."""
-        used = ", ".join(source_name(s) for s in self.used) or "none"
+        used = ", ".join(self.names(self.used)) or "none"
         size = f" ({self.valid_size} sessions)" if self.valid_size is not None and self.selects else ""
         said = f"[mtic] model selection: {self.record(rule)['rule']}; validation data: {used}{size}"
         return f"{said} ({self.fallback})" if self.fallback else said

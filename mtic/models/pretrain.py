@@ -1,4 +1,9 @@
-"""Domain-adaptive continued pre-training (the paper's Domain-Llama2): the plain LM objective on chat logs."""
+"""Continued pre-training with the LM objective (`pipeline=pretrain`): the paper's Domain-Llama2 on the bundle's chat
+logs, or its general-chat pre-training on a chat corpus (ShareGPT), merged before symbol tuning.
+
+The model only owns the tokenizer and the maximum length (`build_encoder`); the data decides which tokens are
+targets: every token of the bundle's logs (plain text), the assistant replies of a chat corpus
+(mtic/inputs/corpus_datamodule.py renders its conversations with this encoder's tokenizer and length)."""
 from __future__ import annotations
 
 from mtic.inputs.encoding import LanguageModelEncoder
@@ -6,7 +11,7 @@ from mtic.models.causal_lm import LoraCausalLM
 
 
 class DomainPretrainLM(LoraCausalLM):
-    """LoRA on a causal LM trained on the bundle's queries; merge it afterwards and symbol-tune from it."""
+    """LoRA on a causal LM trained on chat logs or a chat corpus; merge it afterwards and symbol-tune from it."""
 
     def __init__(
         self,
