@@ -24,7 +24,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from mtic.hub.constants import BACKBONE_KINDS  # noqa: F401  (torch-free there; the registry's name)
+from mtic.hub.constants import BACKBONE_KINDS, cache_root  # noqa: F401  (torch-free there; the registry's names)
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +60,6 @@ TINY_CORPUS = (
 
 
 # --------------------------------------------------------------------------- cache and resolution
-def cache_root(cache_dir: str | Path | None = None) -> Path:
-    """The cache root: `cache_dir`, else `$MTIC_CACHE`, else `~/.cache/mtic`."""
-    root = cache_dir or os.environ.get("MTIC_CACHE") or Path.home() / ".cache" / "mtic"
-    return Path(root).expanduser()
-
-
 def is_complete(path: Path, name: str | None = None) -> bool:
     """True when `path` holds a finished build (of the current version when `name` is given)."""
     try:
