@@ -1,27 +1,20 @@
 """Read, validate and write data bundles: the one on-disk interface (layout in the README, "Your data: the bundle format")."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
+from mtic.data.arrow_cache import load_rows
 from mtic.data.errors import BundleError, MissingBundleFileError
-from mtic.data.schema import (
-    SESSION_SPLITS,
-    SINGLE_TURN_SPLITS,
-    BundleMeta,
-    Intent,
-    Session,
-    SingleTurnQuery,
-    Turn,
-)
+from mtic.data.jsonl import MAX_JSON_DEPTH, MAX_LINE_CHARS, check_values, iter_jsonl, read_text, write_jsonl  # noqa: F401
+from mtic.data.records import session_records, single_turn_records, text_field
+from mtic.data.schema import SESSION_SPLITS, BundleMeta, Intent, Session, SingleTurnQuery
 from mtic.data.taxonomy import SharedPathError, class_paths
 
 BUNDLE_FILE = "bundle.yaml"
@@ -29,22 +22,23 @@ INTENTS_FILE = "intents.jsonl"
 SINGLE_TURN_FILE = "single_turn.jsonl"
 SESSIONS_DIR = "sessions"
 UNLABELED_GOLD_FILE = "unlabeled.gold.jsonl"  # sessions/: the gold targets of a crafted bundle's unlabeled split
-MAX_LINE_CHARS = 1_000_000
 EVALUATION_SPLITS = ("valid", "test")
 """Session splits whose last turn must be labelled (the target) and which may not be empty when present."""
 
 
 @dataclass
 class Bundle:
-    """An in-memory data bundle. `sessions` maps a split name to its sessions (absent file = absent key)."""
+    """A data bundle. `sessions` maps a split name to its sessions (absent file = absent key). The row sequences
+    are lists, or for a big file `ArrowRows` (memory-mapped, a record built on access: mtic/data/arrow_cache.py);
+    code that only iterates, indexes, slices or takes `len` cannot tell them apart."""
 
     meta: BundleMeta
     intents: list[Intent]
-    single_turn: list[SingleTurnQuery] = field(default_factory=list)
-    sessions: dict[str, list[Session]] = field(default_factory=dict)
+    single_turn: Sequence[SingleTurnQuery] = field(default_factory=list)
+    sessions: dict[str, Sequence[Session]] = field(default_factory=dict)
     root: Path | None = None
 
-    def require_sessions(self, split: str) -> list[Session]:
+    def require_sessions(self, split: str) -> Sequence[Session]:
         """Sessions of `split`, or a clear error naming the missing file."""
         if split not in self.sessions:
             where = self.root / SESSIONS_DIR / f"{split}.jsonl" if self.root else f"{SESSIONS_DIR}/{split}.jsonl"
@@ -59,11 +53,6 @@ class Bundle:
         return [q for q in self.single_turn if split is None or q.split == split]
 
 
-UTF8_BOM = "\ufeff"
-MAX_JSON_DEPTH = 32
-"""Nesting deeper than this is no bundle record (a session is an object > turns list > turn object: depth 3)."""
-
-
 def _require_file(path: Path) -> bool:
     """True when `path` is a regular file, False when nothing is there; BundleError when something else is."""
     if path.is_file():
@@ -74,89 +63,6 @@ def _require_file(path: Path) -> bool:
     return False
 
 
-def _read_text(path: Path) -> str:
-    """The file as text. A UTF-8 byte-order mark at the start of any bundle file (JSONL or YAML) is accepted and
-    dropped; any other invalid UTF-8 or a file that cannot be read is a BundleError."""
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise BundleError(path, f"cannot be read ({err.strerror or err})") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        raise BundleError(path, f"invalid UTF-8 byte at offset {err.start}", line) from None
-    return text[1:] if text.startswith(UTF8_BOM) else text
-
-
-def _check_values(row: Any, path: Path, line: int | None) -> None:
-    """Reject what JSON can carry but no text may: nesting deeper than MAX_JSON_DEPTH, NUL characters and lone
-    surrogates (`"\\ud800"`, which no tokenizer can encode) in any key or string value. Iterative: no recursion."""
-    stack: list[tuple[Any, int]] = [(row, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > MAX_JSON_DEPTH:
-            raise BundleError(path, f"nested deeper than {MAX_JSON_DEPTH} levels", line)
-        if isinstance(node, dict):
-            for key, value in node.items():
-                _check_string(key, path, line)
-                stack.append((value, depth + 1))
-        elif isinstance(node, list):
-            stack.extend((value, depth + 1) for value in node)
-        elif isinstance(node, str):
-            _check_string(node, path, line)
-
-
-def _check_string(value: str, path: Path, line: int | None) -> None:
-    if "\x00" in value:
-        raise BundleError(path, f"NUL character (\\u0000) in the string {value[:40]!r}", line)
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as err:
-        code = ord(value[err.start])
-        raise BundleError(path, f"lone surrogate \\u{code:04x} (not a Unicode character) in the string "
-                                f"{value[:40]!r}", line) from None
-
-
-def _load_json(raw: str, path: Path, line: int) -> Any:
-    if "\x00" in raw:
-        raise BundleError(path, f"NUL byte at column {raw.index(chr(0)) + 1} (a binary file?)", line)
-    try:
-        row = json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise BundleError(path, f"malformed JSON ({err.msg} at column {err.colno})", line) from None
-    except RecursionError:
-        raise BundleError(path, f"nested deeper than {MAX_JSON_DEPTH} levels", line) from None
-    except ValueError as err:  # an integer of more digits than Python converts (sys.get_int_max_str_digits())
-        raise BundleError(path, f"number too long ({str(err).split(';')[0]})", line) from None
-    _check_values(row, path, line)
-    return row
-
-
-def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """Yield (line number, object) for each non-blank line; malformed lines raise BundleError."""
-    # lines end at "\n" only (as editors and `wc -l` count): str.splitlines would also cut at U+2028, U+0085, ...,
-    # which JSON strings may hold raw, and shift every later line number
-    for number, raw in enumerate(_read_text(path).split("\n"), start=1):
-        raw = raw.removesuffix("\r")
-        if not raw.strip():
-            continue
-        if len(raw) > MAX_LINE_CHARS:
-            raise BundleError(path, f"line longer than {MAX_LINE_CHARS} characters", number)
-        row = _load_json(raw, path, number)
-        if not isinstance(row, dict):
-            raise BundleError(path, f"expected a JSON object, got {type(row).__name__}", number)
-        yield number, row
-
-
-def _text(value: Any, path: Path, line: int, key: str) -> str:
-    if not isinstance(value, str):
-        raise BundleError(path, f"'{key}' must be a string, got {type(value).__name__}", line)
-    if not value.strip():
-        raise BundleError(path, f"empty text in '{key}'", line)
-    return value
-
-
 def _yaml_error_line(err: yaml.YAMLError, path: Path) -> int | None:
     """1-based line of a PyYAML error: its problem mark, or (a reader error: bad character) its character offset."""
     mark = getattr(err, "problem_mark", None)
@@ -164,7 +70,7 @@ def _yaml_error_line(err: yaml.YAMLError, path: Path) -> int | None:
         return mark.line + 1
     position = getattr(err, "position", None)
     if isinstance(position, int):
-        return _read_text(path)[:position].count("\n") + 1
+        return read_text(path)[:position].count("\n") + 1
     return None
 
 
@@ -173,7 +79,7 @@ def _read_meta(root: Path) -> BundleMeta:
     if not _require_file(path):
         raise MissingBundleFileError(path, "every bundle needs bundle.yaml (name, market, languages)")
     try:
-        raw = yaml.safe_load(_read_text(path)) or {}
+        raw = yaml.safe_load(read_text(path)) or {}
     except yaml.YAMLError as err:
         reason = " ".join(str(err).split())  # PyYAML's message spans lines: one line here
         raise BundleError(path, f"malformed YAML: {reason}", _yaml_error_line(err, path)) from None
@@ -181,7 +87,7 @@ def _read_meta(root: Path) -> BundleMeta:
         raise BundleError(path, "malformed YAML: nested too deeply") from None
     except ValueError as err:  # an integer of more digits than Python converts
         raise BundleError(path, f"malformed YAML: number too long ({str(err).split(';')[0]})") from None
-    _check_values(raw, path, None)
+    check_values(raw, path, None)
     if not isinstance(raw, dict):
         raise BundleError(path, "expected a mapping with name, market, languages")
     for key in ("name", "market", "languages"):
@@ -214,19 +120,19 @@ def read_intents(path: Path) -> list[Intent]:
     intents: list[Intent] = []
     seen: dict[str, int] = {}
     for line, row in iter_jsonl(path):
-        intent_id = _text(row.get("id"), path, line, "id")
+        intent_id = text_field(row.get("id"), path, line, "id")
         if intent_id in seen:
             raise BundleError(path, f"duplicate intent id '{intent_id}' (first on line {seen[intent_id]})", line)
         seen[intent_id] = line
-        title = _text(row.get("title"), path, line, "title")
+        title = text_field(row.get("title"), path, line, "title")
         raw_path = row.get("path")
         if not isinstance(raw_path, list) or not raw_path:
             raise BundleError(path, "'path' must be a non-empty list of category names, root first", line)
-        names = tuple(_text(p, path, line, "path") for p in raw_path)
+        names = tuple(text_field(p, path, line, "path") for p in raw_path)
         optional = {}
         for key in ("title_en", "label", "label_en"):
             if row.get(key) is not None:
-                optional[key] = _text(row[key], path, line, key)
+                optional[key] = text_field(row[key], path, line, key)
         intents.append(Intent(id=intent_id, title=title, path=names, **optional))
     if not intents:
         raise BundleError(path, "no intents")
@@ -238,54 +144,16 @@ def read_intents(path: Path) -> list[Intent]:
     return intents
 
 
-def _check_intent(value: Any, known: set[str], path: Path, line: int, allow_none: bool) -> str | None:
-    if value is None and allow_none:
-        return None
-    if not isinstance(value, str):
-        raise BundleError(path, f"'intent' must be an intent id string, got {value!r}", line)
-    if value not in known:
-        raise BundleError(path, f"unknown intent id '{value}' (not in intents.jsonl)", line)
-    return value
+def read_single_turn(path: Path, known: set[str]) -> Sequence[SingleTurnQuery]:
+    """Read and validate `single_turn.jsonl`: a list, or an ArrowRows for a big file (mtic/data/arrow_cache.py)."""
+    return load_rows(path, "single_turn", lambda: single_turn_records(path, known), sorted(known))
 
 
-def read_single_turn(path: Path, known: set[str]) -> list[SingleTurnQuery]:
-    """Read and validate `single_turn.jsonl`."""
-    rows = []
-    for line, row in iter_jsonl(path):
-        text = _text(row.get("text"), path, line, "text")
-        intent = _check_intent(row.get("intent"), known, path, line, allow_none=False)
-        split = row.get("split", "train")
-        if split not in SINGLE_TURN_SPLITS:
-            raise BundleError(path, f"'split' must be one of {list(SINGLE_TURN_SPLITS)}, got {split!r}", line)
-        rows.append(SingleTurnQuery(text=text, intent=intent, split=split))
-    return rows
-
-
-def read_sessions(path: Path, known: set[str], require_target: bool) -> list[Session]:
-    """Read and validate one sessions file; `require_target` demands a labelled last turn."""
-    sessions: list[Session] = []
-    seen: dict[str, int] = {}
-    for line, row in iter_jsonl(path):
-        session_id = row.get("id")
-        if not isinstance(session_id, (str, int)) or str(session_id).strip() == "":
-            raise BundleError(path, "every session needs a non-empty 'id'", line)
-        session_id = str(session_id)
-        if session_id in seen:
-            raise BundleError(path, f"duplicate session id '{session_id}' (first on line {seen[session_id]})", line)
-        seen[session_id] = line
-        raw_turns = row.get("turns")
-        if not isinstance(raw_turns, list) or not raw_turns:
-            raise BundleError(path, "'turns' must be a non-empty list", line)
-        turns = []
-        for turn in raw_turns:
-            if not isinstance(turn, dict):
-                raise BundleError(path, "each turn must be an object {\"text\": ..., \"intent\": ...}", line)
-            text = _text(turn.get("text"), path, line, "text")
-            turns.append(Turn(text, _check_intent(turn.get("intent"), known, path, line, allow_none=True)))
-        if require_target and turns[-1].intent is None:
-            raise BundleError(path, f"session '{session_id}' has no intent on its last turn (the target)", line)
-        sessions.append(Session(id=session_id, turns=tuple(turns)))
-    return sessions
+def read_sessions(path: Path, known: set[str], require_target: bool) -> Sequence[Session]:
+    """Read and validate one sessions file; `require_target` demands a labelled last turn. A list, or an
+    ArrowRows for a big file (mtic/data/arrow_cache.py)."""
+    return load_rows(path, "sessions", lambda: session_records(path, known, require_target),
+                     [*sorted(known), f"require_target={require_target}"])
 
 
 def require_bundle_dir(root: str | Path, absent: str = "bundle directory does not exist") -> Path:
@@ -322,15 +190,7 @@ def read_bundle(root: str | Path) -> Bundle:
     return Bundle(meta=meta, intents=intents, single_turn=single, sessions=sessions, root=root)
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    """Write rows as UTF-8 JSON lines (non-ASCII kept readable)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def read_unlabeled_gold(bundle_root: str | Path, known_intents: set[str]) -> list[Session] | None:
+def read_unlabeled_gold(bundle_root: str | Path, known_intents: set[str]) -> Sequence[Session] | None:
     """Gold labels of a crafted bundle's unlabelled sessions (`sessions/unlabeled.gold.jsonl`), or None."""
     path = Path(bundle_root) / SESSIONS_DIR / UNLABELED_GOLD_FILE
     return read_sessions(path, known_intents, require_target=True) if path.is_file() else None
@@ -339,7 +199,7 @@ def read_unlabeled_gold(bundle_root: str | Path, known_intents: set[str]) -> lis
 def write_unlabeled_gold(bundle_root: str | Path, gold: Sequence[Session]) -> Path:
     """Write the gold side file next to `sessions/unlabeled.jsonl` (same schema as train.jsonl)."""
     path = Path(bundle_root) / SESSIONS_DIR / UNLABELED_GOLD_FILE
-    write_jsonl(path, [s.to_json() for s in gold])
+    write_jsonl(path, (s.to_json() for s in gold))
     return path
 
 
@@ -354,11 +214,11 @@ def write_bundle(bundle: Bundle, root: str | Path, overwrite: bool = False) -> P
         (tmp / BUNDLE_FILE).write_text(
             yaml.safe_dump(bundle.meta.to_json(), allow_unicode=True, sort_keys=False), encoding="utf-8"
         )
-        write_jsonl(tmp / INTENTS_FILE, [i.to_json() for i in bundle.intents])
+        write_jsonl(tmp / INTENTS_FILE, (i.to_json() for i in bundle.intents))
         if bundle.single_turn:
-            write_jsonl(tmp / SINGLE_TURN_FILE, [q.to_json() for q in bundle.single_turn])
+            write_jsonl(tmp / SINGLE_TURN_FILE, (q.to_json() for q in bundle.single_turn))
         for split, sessions in bundle.sessions.items():
-            write_jsonl(tmp / SESSIONS_DIR / f"{split}.jsonl", [s.to_json() for s in sessions])
+            write_jsonl(tmp / SESSIONS_DIR / f"{split}.jsonl", (s.to_json() for s in sessions))
         if root.exists():
             shutil.rmtree(root)
         os.replace(tmp, root)

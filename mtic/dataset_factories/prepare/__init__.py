@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from mtic.data import bundle as bundle_module
+from mtic.data import jsonl as jsonl_module
 from mtic.data.bundle import BUNDLE_FILE, write_bundle, write_unlabeled_gold
 from mtic.data.bundle_cache import build_once
 from mtic.data.errors import BundleError
@@ -128,7 +129,7 @@ def version(name: str, src: Path, options: Any) -> str:
     """Hash of the converter name, options and code and of every source file's bytes."""
     converter = CONVERTERS[name]
     digest = hashlib.sha256(json.dumps({"name": name, "options": asdict(options)}, sort_keys=True).encode())
-    code = (converter.module, common, transitions, craft, bundle_module)
+    code = (converter.module, common, transitions, craft, bundle_module, jsonl_module)  # jsonl: write_jsonl
     for module in code:
         digest.update(Path(module.__file__).read_bytes())
     for path in converter.module.source_files(src, options):
