@@ -406,6 +406,40 @@ def test_saved_dataset_with_class_labels(tmp_path: Path, capsys: pytest.CaptureF
         {"text": "card still not here", "intent": "card_arrival", "split": "train"}]
 
 
+def test_load_dataset_builder_and_single_file(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--dataset json --data-files FILE` and `--dataset FILE.parquet` go through `datasets.load_dataset` (offline,
+    its Arrow cache under tmp_path): chat logs mapped by the column flags; a bad row names the data file and row."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    chats = _write_jsonl(tmp_path / "chats.jsonl", CHATS)
+    out = tmp_path / "b"
+    _ok(capsys, str(out), "--dataset", "json", "--data-files", str(chats), *MAPPING, "--languages", "en")
+    assert [s["id"] for s in _jsonl(out / "sessions" / "train.jsonl")] == ["c1", "c2", "c4", "c5"]
+    assert _jsonl(out / "sessions" / "unlabeled.jsonl")[0]["turns"] == [{"text": "hi", "intent": None},
+                                                                        {"text": "and the money?", "intent": None}]
+    c1 = _jsonl(out / "sessions" / "train.jsonl")[0]
+    assert [t["text"] for t in c1["turns"]] == ["where is my parcel", "still nothing"]  # ordered by idx
+    assert (tmp_path / "hf").is_dir()  # load_dataset built its Arrow cache there
+    _write_jsonl(chats, [*CHATS, {"conv_id": "c6", "idx": 0, "utterance": "  ", "label": "Payment > Refund"}])
+    err = _fails(capsys, str(tmp_path / "c"), "--dataset", "json", "--data-files", str(chats), *MAPPING,
+                 "--languages", "en")
+    assert err.startswith(f"error: {chats}[train]:{len(CHATS) + 1}: ") and "utterance" in err, err
+    queries = tmp_path / "queries.parquet"
+    datasets.Dataset.from_dict({"text": ["where is my refund", "cancel it pls"],
+                                "intent": ["Payment > Refund", "Order > Cancel"]}).to_parquet(str(queries))
+    _ok(capsys, str(tmp_path / "q"), "--dataset", str(queries), "--languages", "en")
+    assert _jsonl(tmp_path / "q" / "single_turn.jsonl") == [
+        {"text": "where is my refund", "intent": "payment.refund", "split": "train"},
+        {"text": "cancel it pls", "intent": "order.cancel", "split": "train"}]
+    unknown = tmp_path / "chats.txt"
+    unknown.write_text("where is my refund\n", encoding="utf-8")
+    err = _fails(capsys, str(tmp_path / "r"), "--dataset", str(unknown), "--languages", "en")
+    assert err.startswith(f"error: {unknown}: a data file is read by its suffix (.parquet, .arrow, "), err
+
+
 # --------------------------------------------------------------------------- the imported bundle trains
 def test_imported_csv_bundle_trains(inputs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """baseline_tfidf on the imported bundle (market.bundle=DIR): the market and languages come from its

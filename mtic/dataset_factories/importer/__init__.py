@@ -5,8 +5,9 @@ Inputs (any mix, at least one):
   -> single_turn.jsonl;
 - `logs`: chat-log files, one row per user turn (`session_id`, `text`, optional `turn`, `intent`, `split`) ->
   sessions: labelled ones (the last turn has an intent) to train / valid / test, the others to unlabeled;
-- `dataset`: a dataset through `datasets.load_dataset` (hub name, builder + data files, local folder, or a
-  `save_to_disk` folder), read as chat logs when it has the session column, else as queries;
+- `dataset`: a dataset through `datasets.load_dataset` (hub name, builder + data files, local folder, one local
+  data file such as a .parquet, or a `save_to_disk` folder), read as chat logs when it has the session column,
+  else as queries;
 - `intents`: an intent list with `>` category paths (else the distinct intent values are the intents).
 Parts: `readers` (files and column map), `hf` (datasets), `intents`, `sessions` (grouping and splits),
 `languages` (the guess without --languages), `cli` (the command). Every bad input row is one BundleError naming

@@ -68,8 +68,9 @@ def add_import_command(data: Any) -> None:
     given.add_argument("--logs", action="append", metavar="FILE",
                        help="chat logs, one row per user turn with a session column (repeatable)")
     given.add_argument("--dataset", metavar="NAME_OR_PATH",
-                       help="a dataset for datasets.load_dataset (hub name, builder such as csv, local folder); "
-                            "chat logs when it has the session column, else queries")
+                       help="a dataset for datasets.load_dataset (hub name, builder such as csv, local folder, "
+                            "data file .parquet/.arrow/.jsonl/.json/.csv); chat logs when it has the session column, "
+                            "else queries")
     given.add_argument("--split", default="train", help="--dataset: the split to load (default train)")
     given.add_argument("--dataset-config", default=None, help="--dataset: its configuration name")
     given.add_argument("--data-files", action="append", metavar="FILE", help="--dataset: data files (repeatable)")

@@ -1,8 +1,11 @@
 """A dataset through the `datasets` library: a hub name, a builder with local files (`csv` + data files), a
-local folder of data files, or a folder written by `Dataset.save_to_disk`.
+local folder of data files, one local data file (its builder chosen by its suffix: FILE_BUILDERS), or a folder
+written by `Dataset.save_to_disk`.
 
-Rows are numbered from 1 and reported as `<dataset>[<split>]:<row>`. Class-label columns (`ClassLabel`, as the
-hub's intent datasets store their labels) are read as their names, not their integer codes (-1 = no label).
+Rows are numbered from 1 and reported as `<dataset>[<split>]:<row>`, where <dataset> is the data file when exactly
+one is given (`--dataset json --data-files chats.jsonl` reports `chats.jsonl[train]:<row>`). Class-label columns
+(`ClassLabel`, as the hub's intent datasets store their labels) are read as their names, not their integer codes
+(-1 = no label).
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from mtic.data.errors import BundleError
 from mtic.dataset_factories.importer.readers import Record, Table
 
 SAVED_MARKERS = ("state.json", "dataset_dict.json")  # what `save_to_disk` writes
+FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".jsonl": "json", ".json": "json", ".csv": "csv"}
 
 
 def _one_line(err: BaseException) -> str:
@@ -33,6 +37,15 @@ def _saved_split(path: Path, split: str) -> Any:
     return loaded
 
 
+def _file_builder(path: Path, data_files: Sequence[str]) -> str:
+    """The packaged builder that reads the one data file `path`."""
+    builder = FILE_BUILDERS.get(path.suffix.lower())
+    if builder is None or data_files:
+        raise BundleError(path, f"a data file is read by its suffix ({', '.join(FILE_BUILDERS)}) and without "
+                                "--data-files; else give --dataset <builder> --data-files FILE")
+    return builder
+
+
 def load(name: str, split: str, config: str | None = None, data_files: Sequence[str] = ()) -> Any:
     """The `datasets.Dataset` of `name` and `split`; a failure is one BundleError line naming the dataset."""
     import datasets
@@ -42,6 +55,8 @@ def load(name: str, split: str, config: str | None = None, data_files: Sequence[
     try:
         if local.is_dir() and any((local / marker).is_file() for marker in SAVED_MARKERS):
             return _saved_split(local, split)
+        if local.is_file():
+            return datasets.load_dataset(_file_builder(local, data_files), split=split, data_files=[str(local)])
         return datasets.load_dataset(name, config, split=split, data_files=list(data_files) or None)
     except BundleError:
         raise
@@ -73,4 +88,5 @@ def dataset_table(name: str, split: str, config: str | None = None, data_files: 
         for number, record in enumerate(dataset, start=1):
             yield number, _decoded(dict(record), decoders)
 
-    return Table(f"{name}[{split}]", tuple(dataset.column_names), records(), header_line=None)
+    source = data_files[0] if len(data_files) == 1 else name
+    return Table(f"{source}[{split}]", tuple(dataset.column_names), records(), header_line=None)
