@@ -60,8 +60,8 @@ def _messages(row: Mapping[str, Any]) -> tuple[list[Any], str, str]:
 
 
 def _message(message: Any, role_key: str, text_key: str, k: int) -> tuple[str, str]:
-    if not isinstance(message, Mapping):
-        raise ValueError(f"message {k} must be an object, got {type(message).__name__}")
+    if not isinstance(message, Mapping):  # a bad record is a ValueError here, said with its line by the reader
+        raise ValueError(f"message {k} must be an object, got {type(message).__name__}")  # noqa: TRY004
     role, text = message.get(role_key), message.get(text_key)
     if role not in ROLE_NAMES:
         raise ValueError(f"message {k}: '{role_key}' is {role!r}; allowed: {', '.join(ROLE_NAMES)}")

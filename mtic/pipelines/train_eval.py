@@ -60,7 +60,7 @@ def build_model(cfg: DictConfig, datamodule: EncodedDataModule) -> pl.LightningM
     of the training examples actually used. A node that declares none of them (continued pre-training) reads
     nothing but the encoder slot of `datamodule`, which may then hold a chat corpus instead of a bundle."""
     runtime: dict[str, Any] = {}
-    if TAXONOMY in cfg.model.keys():
+    if TAXONOMY in cfg.model.keys():  # noqa: SIM118 (`in` reads False for a ??? value; keys() lists it)
         runtime[TAXONOMY] = _taxonomy_of(datamodule, cfg.model._target_)
     if cfg.model.get("labels") is not None:
         runtime["labels"] = {TAXONOMY: _taxonomy_of(datamodule, cfg.model._target_)}
