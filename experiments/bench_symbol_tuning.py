@@ -10,14 +10,21 @@
    (`--checkpoint <run dir>/checkpoints/best.ckpt` of `python run.py +experiment=st_sg`): how far the label
    search prunes depends on how sure the model is.
 
+3. `--vs-trl`: mtic's training step against TRL's SFTTrainer on the st_sg experiment (same model, data, loss mask,
+   batches, max length; experiments/st_training_peer.py says how), tokens/s side by side, written to
+   experiments/reports/bench_symbol_tuning.{md,json} (needs the `bench` extra: pip install -e ".[bench]").
+
     python experiments/bench_symbol_tuning.py --backbone smollm2-135m --bundle demo:sg --steps 8 \
         --checkpoint CKPT --sessions 48 --batch-size-eval 16
+    python experiments/bench_symbol_tuning.py --vs-trl --steps 12 --warmup 2 --batch-size 8 --threads 2 \
+        --conditions "nothing else running"
 Prints Markdown tables; peak RSS is read from the OS at the end.
 """
 from __future__ import annotations
 
 import argparse
 import resource
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -27,6 +34,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from experiments.st_training_peer import bench_vs_trl
 from mtic.data.sources import resolve_bundle
 from mtic.hub.registry import cache_root
 from mtic.inputs.datamodule import MTICDataModule
@@ -144,9 +152,23 @@ def main() -> None:
     parser.add_argument("--skip-training", action="store_true", help="only the decoding comparison")
     parser.add_argument("--match-embedder", default="minilm-l6",
                         help="embedder of greedy's last mapping stage, as st_sg uses (none: exact + gestalt only)")
+    parser.add_argument("--vs-trl", action="store_true", help="only the training comparison with TRL's SFTTrainer")
+    parser.add_argument("--warmup", type=int, default=2, help="--vs-trl: first steps left out of the timing")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--report-dir", default=str(Path(__file__).resolve().parent / "reports"),
+                        help="--vs-trl: where bench_symbol_tuning.{md,json} are written")
+    parser.add_argument("--conditions", default="conditions not stated",
+                        help="--vs-trl: what else ran on the machine, said in the report")
+    parser.add_argument("--override", nargs="*", default=[], help="--vs-trl: more Hydra overrides of st_sg")
     args = parser.parse_args()
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
+    if args.vs_trl:
+        if not 1 <= args.warmup < args.steps:
+            parser.error("--warmup must be at least 1 and below --steps")
+        bench_vs_trl(args, "python experiments/bench_symbol_tuning.py " + shlex.join(sys.argv[1:]))
+        print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+        return
     bundle = resolve_bundle(args.bundle, cache_root())
     dm = MTICDataModule(bundle, view=ChatView(), eval_view=ChatView(history_labels="none"), batch_size=args.batch_size)
     labels = LabelSet.from_taxonomy(dm.taxonomy, target="compressed")
