@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _setup(bundle: Path, **model_kw):
     dm = MTICDataModule(bundle, view=ChatView(), eval_view=ChatView(history_labels="none"), batch_size=4, group_by_length=False)
-    labels = LabelSet.from_taxonomy(dm.taxonomy, target="compressed")
+    labels = LabelSet.from_taxonomy(dm.taxonomy, target="compressed", force="curated")
     model = SymbolTuningLM("tiny-llama", dm.taxonomy, labels, lr=5e-3, **model_kw)
     dm.set_encoder(model.build_encoder(), model.pad_token_id)
     return dm, model
