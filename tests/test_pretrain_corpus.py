@@ -4,6 +4,7 @@ the reply-only loss mask, the selected LoRA merged, and symbol tuning starting f
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from hydra import compose, initialize_config_dir
 
 from mtic.cli_errors import friendly_errors
 from mtic.data.chat_corpus import Conversation, HubChatCorpus, JsonlChatCorpus
-from mtic.data.errors import CorpusError
+from mtic.data.errors import BundleError, CorpusError
 from mtic.inputs.encoding import IGNORE_INDEX
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -76,14 +77,15 @@ def test_a_bad_line_is_one_error_naming_file_and_line(tmp_path: Path, row: Any, 
 
 
 def test_load_dataset_reads_the_same_conversations_and_names_a_bad_row(tmp_path: Path) -> None:
-    path = _write(tmp_path / "chat.json", CHAT)
-    hub = HubChatCorpus("json", split="train", data_files=str(path), cache_dir=str(tmp_path / "hf"))
-    assert hub.conversations() == [EXPECTED, EXPECTED]
+    path, cache = _write(tmp_path / "chat.json", CHAT), str(tmp_path / "hf")
+    assert HubChatCorpus("json", split="train", data_files=str(path), cache_dir=cache).conversations() == [
+        EXPECTED, EXPECTED]
+    assert HubChatCorpus(str(path), cache_dir=cache).conversations() == [EXPECTED, EXPECTED]  # one local data file
     bad = _write(tmp_path / "bad.json", [CHAT[0], {"messages": [{"role": "user", "content": "no reply"}]}])
-    with pytest.raises(CorpusError, match=r"^json\[train\]:2: no assistant message"):
-        HubChatCorpus("json", data_files=str(bad), cache_dir=str(tmp_path / "hf")).conversations()
-    with pytest.raises(CorpusError, match=r"^json\[train\]: datasets.load_dataset cannot load it"):
-        HubChatCorpus("json", data_files=str(tmp_path / "absent.json"), cache_dir=str(tmp_path / "hf")).conversations()
+    with pytest.raises(CorpusError, match=rf"^{re.escape(str(bad))}\[train\]:2: no assistant message"):
+        HubChatCorpus("json", data_files=str(bad), cache_dir=cache).conversations()
+    with pytest.raises(BundleError, match=r"^json: cannot load the dataset \(split train\)"):
+        HubChatCorpus("json", data_files=str(tmp_path / "absent.json"), cache_dir=cache).conversations()
 
 
 # --------------------------------------------------------------------------- the loss mask

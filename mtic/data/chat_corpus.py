@@ -88,6 +88,20 @@ def conversation_of(row: Mapping[str, Any]) -> Conversation:
     return Conversation(turns, system)
 
 
+def read_conversations(rows: Iterable[tuple[int, Mapping[str, Any]]], where: str | Path) -> list[Conversation]:
+    """The conversations of (line or row number, record) pairs; the first bad one is a CorpusError at `where:number`,
+    and so is a source without any."""
+    out = []
+    for number, row in rows:
+        try:
+            out.append(conversation_of(row))
+        except ValueError as err:
+            raise CorpusError(where, str(err), number) from None
+    if not out:
+        raise CorpusError(where, "holds no conversation")
+    return out
+
+
 def _budget(rows: Iterable[tuple[int, Any]], limit: int | None) -> Iterator[tuple[int, Any]]:
     for count, item in enumerate(rows):
         if limit is not None and count >= limit:
@@ -106,20 +120,12 @@ class JsonlChatCorpus:
         path = Path(self.path).expanduser()
         if not path.is_file():
             raise CorpusError(path, "chat corpus file not found (corpus.path)")
-        out = []
         try:
-            for line, row in _budget(iter_jsonl(path), self.max_conversations):
-                try:
-                    out.append(conversation_of(row))
-                except ValueError as err:
-                    raise CorpusError(path, str(err), line) from None
+            return read_conversations(_budget(iter_jsonl(path), self.max_conversations), path)
         except CorpusError:
             raise
         except BundleError as err:  # malformed JSON, bad UTF-8, over-long line: said as the corpus's error
             raise CorpusError(err.path, err.reason, err.line) from None
-        if not out:
-            raise CorpusError(path, "holds no conversation")
-        return out
 
     def describe(self) -> dict[str, Any]:
         return {"source": "jsonl", "path": str(Path(self.path).expanduser())}
@@ -127,9 +133,11 @@ class JsonlChatCorpus:
 
 @dataclass(frozen=True)
 class HubChatCorpus:
-    """Conversations through `datasets.load_dataset(name, subset, split=..., data_files=..., revision=...)`
-    (`corpus=hub corpus.name=<hub id or builder> corpus.split=train`); never runs dataset code from the hub (no
-    trust_remote_code). Network reads use the hub client's timeouts (HF_HUB_ETAG_TIMEOUT, HF_HUB_DOWNLOAD_TIMEOUT)."""
+    """Conversations through `datasets.load_dataset` as `mtic data import --dataset` loads (a hub id, a builder with
+    `data_files`, one local data file, a `save_to_disk` folder: mtic/dataset_factories/importer/hf.py), e.g.
+    `corpus=hub corpus.name=<hub id> corpus.split=train`; never runs dataset code from the hub (no
+    trust_remote_code). Network reads use the hub client's timeouts (HF_HUB_ETAG_TIMEOUT, HF_HUB_DOWNLOAD_TIMEOUT).
+    A bad row is a CorpusError at `<dataset or single data file>[<split>]:<row>`."""
 
     name: str
     split: str = "train"
@@ -139,31 +147,14 @@ class HubChatCorpus:
     cache_dir: str | None = None
     max_conversations: int | None = None
 
-    @property
-    def where(self) -> str:
-        return f"{self.name}[{self.split}]"
-
     def conversations(self) -> list[Conversation]:
-        from datasets import load_dataset
-        from datasets.exceptions import DatasetsError
+        from mtic.dataset_factories.importer.hf import load, row_source
 
-        try:
-            rows = load_dataset(self.name, self.subset, split=self.split, data_files=self.data_files,
-                                revision=self.revision, cache_dir=self.cache_dir)
-        except (OSError, ValueError, DatasetsError) as err:  # not found, no network, bad split, unreadable files
-            first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
-            raise CorpusError(self.where, f"datasets.load_dataset cannot load it ({first[:240]})") from None
+        files = [self.data_files] if isinstance(self.data_files, str) else list(self.data_files or ())
+        rows = load(self.name, self.split, self.subset, files, revision=self.revision, cache_dir=self.cache_dir)
         if self.max_conversations is not None:
             rows = rows.select(range(min(len(rows), self.max_conversations)))
-        out = []
-        for row_number, row in enumerate(rows, start=1):
-            try:
-                out.append(conversation_of(row))
-            except ValueError as err:
-                raise CorpusError(self.where, str(err), row_number) from None
-        if not out:
-            raise CorpusError(self.where, "holds no conversation")
-        return out
+        return read_conversations(enumerate(rows, start=1), row_source(self.name, self.split, files))
 
     def describe(self) -> dict[str, Any]:
         return {"source": "hub", "name": self.name, "split": self.split, "subset": self.subset,

@@ -46,8 +46,10 @@ def _file_builder(path: Path, data_files: Sequence[str]) -> str:
     return builder
 
 
-def load(name: str, split: str, config: str | None = None, data_files: Sequence[str] = ()) -> Any:
-    """The `datasets.Dataset` of `name` and `split`; a failure is one BundleError line naming the dataset."""
+def load(name: str, split: str, config: str | None = None, data_files: Sequence[str] = (), revision: str | None = None,
+         cache_dir: str | None = None) -> Any:
+    """The `datasets.Dataset` of `name` and `split` (`revision`: a hub commit or tag; `cache_dir`: where datasets
+    keeps its Arrow files, None = its default); a failure is one BundleError line naming the dataset."""
     import datasets
 
     datasets.disable_progress_bars()
@@ -56,8 +58,10 @@ def load(name: str, split: str, config: str | None = None, data_files: Sequence[
         if local.is_dir() and any((local / marker).is_file() for marker in SAVED_MARKERS):
             return _saved_split(local, split)
         if local.is_file():
-            return datasets.load_dataset(_file_builder(local, data_files), split=split, data_files=[str(local)])
-        return datasets.load_dataset(name, config, split=split, data_files=list(data_files) or None)
+            return datasets.load_dataset(_file_builder(local, data_files), split=split, data_files=[str(local)],
+                                         cache_dir=cache_dir)
+        return datasets.load_dataset(name, config, split=split, data_files=list(data_files) or None,
+                                     revision=revision, cache_dir=cache_dir)
     except BundleError:
         raise
     except (OSError, ValueError, ImportError, datasets.exceptions.DatasetsError) as err:
@@ -88,5 +92,10 @@ def dataset_table(name: str, split: str, config: str | None = None, data_files: 
         for number, record in enumerate(dataset, start=1):
             yield number, _decoded(dict(record), decoders)
 
-    source = data_files[0] if len(data_files) == 1 else name
-    return Table(f"{source}[{split}]", tuple(dataset.column_names), records(), header_line=None)
+    return Table(row_source(name, split, data_files), tuple(dataset.column_names), records(), header_line=None)
+
+
+def row_source(name: str, split: str, data_files: Sequence[str] = ()) -> str:
+    """How rows of a loaded dataset are named in errors (`<source>:<row>`): `<data file>[<split>]` when exactly one
+    data file is given, else `<name>[<split>]`."""
+    return f"{data_files[0] if len(data_files) == 1 else name}[{split}]"
