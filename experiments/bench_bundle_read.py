@@ -4,8 +4,9 @@
 
 One process per measurement (run it once per reader and size): `validate_load_s` is `read_bundle` (parse,
 validate, and hand back the sequences), `pass_s` one iteration building every query and session object (what a
-consumer that touches everything pays on top), `peak_rss_mb` the process's ru_maxrss (imports included, the
-page cache of memory-mapped Arrow files that were touched included) and `import_rss_mb` the RSS after imports.
+consumer that touches everything pays on top); `load_peak_rss_mb` is the process's ru_maxrss right after
+`read_bundle`, `peak_rss_mb` after the pass (both include the imports and the pages of memory-mapped Arrow files
+that were touched) and `import_rss_mb` the RSS after imports.
 `--reader-file` loads `read_bundle` from another copy of mtic/data/bundle.py (e.g. the list reader of an older
 commit: `git show <rev>:mtic/data/bundle.py > /tmp/old_bundle.py`); `--arrow-above` sets MTIC_BUNDLE_ARROW_ABOVE.
 """
@@ -53,6 +54,7 @@ def main() -> None:
     started = time.perf_counter()
     bundle = read_bundle(args.bundle)
     loaded = time.perf_counter()
+    load_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     turns = sum(len(q.text) > 0 for q in bundle.single_turn)
     for sessions in bundle.sessions.values():
         turns += sum(len(s.turns) for s in sessions)
@@ -62,7 +64,8 @@ def main() -> None:
         "sessions": sum(map(len, bundle.sessions.values())), "single_turn": len(bundle.single_turn),
         "rows_touched": turns, "kind": type(next(iter(bundle.sessions.values()))).__name__,
         "validate_load_s": round(loaded - started, 2), "pass_s": round(done - loaded, 2),
-        "import_rss_mb": round(imported), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "import_rss_mb": round(imported), "load_peak_rss_mb": round(load_peak),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }))
     sys.stdout.flush()
 
