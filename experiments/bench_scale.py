@@ -4,8 +4,8 @@
     nice -n 19 env OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python experiments/bench_scale.py --sizes 10000 100000 \
         --out experiments/reports/bench_scale
 
-For each size a synthetic bundle is written (n sessions, n/2 single-turn queries, `--intents` intents; see
-`write_synthetic_bundle`), then every stage of experiments/bench_scale_stages.py runs in a fresh process of its
+For each size a synthetic bundle is written (mtic/dataset_factories/synthetic.py: n sessions, n/2 single-turn
+queries, `--intents` intents), then every stage of experiments/bench_scale_stages.py runs in a fresh process of its
 own: wall time from the parent, peak RSS from the kernel (`os.wait4`'s ru_maxrss of that process) and the RSS after
 imports (the child's own reading), so peak RSS is per stage. A stage whose RSS passes `--max-rss-gb` (polled from
 /proc every 0.2 s) is stopped and recorded as such: the machine may be shared. Results accumulate in <out>.json
@@ -26,7 +26,6 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -36,70 +35,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from experiments.bench_scale_stages import STAGE_IMPORTS, STAGE_OPTIONS, STAGES, rss_mb
+from mtic.dataset_factories.synthetic import write_synthetic_bundle
 
 DEFAULT_STAGES = ("load", "retrieval", "retrieval_ann", "label", "train")
 POLL_S = 0.2
 GIB = 1024.0  # MiB
-
-
-# --------------------------------------------------------------------------- synthetic bundle
-def synthetic_writer() -> Any:
-    """The shared generator (mtic.dataset_factories.synthetic) when it exists, else this script's own."""
-    try:
-        from mtic.dataset_factories.synthetic import write_synthetic_bundle as shared
-    except ImportError:
-        return write_synthetic_bundle
-    return shared
-
-
-def write_synthetic_bundle(out_dir: str | Path, n_sessions: int, n_queries: int, n_intents: int = 100,
-                           seed: int = 0) -> Path:
-    """A valid bundle of `n_intents` intents (3-level paths), `n_queries` single-turn queries (90 % train) and
-    `n_sessions` sessions of 1-4 turns (60 % train, 5 % valid, 5 % test, labelled on every turn; 30 % unlabeled).
-    A query is 2-3 of its intent's 8 keywords among 3-6 words of a 2000-word shared vocabulary."""
-    rng = np.random.default_rng(seed)
-    out = Path(out_dir)
-    (out / "sessions").mkdir(parents=True, exist_ok=True)
-    (out / "bundle.yaml").write_text(f"name: synthetic-{n_sessions}\nmarket: sg\nlanguages: [en]\nsource: synthetic\n",
-                                     encoding="utf-8")
-    ids = [f"intent{i:04d}" for i in range(n_intents)]
-    with open(out / "intents.jsonl", "w", encoding="utf-8") as f:
-        for i, intent in enumerate(ids):
-            path = [f"Domain {i // 25}", f"Topic {i // 5}", f"Intent {i}"]
-            f.write(json.dumps({"id": intent, "title": f"Ask about intent {i}", "path": path, "label": path[-1]}) + "\n")
-    keywords = np.array([[f"k{i}x{j}" for j in range(8)] for i in range(n_intents)])
-    vocabulary = np.array([f"w{j}" for j in range(2000)])
-
-    def texts(intents: np.ndarray) -> list[str]:
-        n = len(intents)
-        own = keywords[intents[:, None], rng.integers(0, 8, size=(n, 3))]
-        common = vocabulary[rng.integers(0, len(vocabulary), size=(n, 6))]
-        n_own, n_common = rng.integers(2, 4, size=n), rng.integers(3, 7, size=n)
-        return [" ".join([*o[:a], *c[:b]]) for o, c, a, b in zip(own, common, n_own, n_common)]
-
-    query_intents = rng.integers(0, n_intents, size=n_queries)
-    splits = np.where(rng.random(n_queries) < 0.9, "train", "valid")
-    with open(out / "single_turn.jsonl", "w", encoding="utf-8") as f:
-        for text, intent, split in zip(texts(query_intents), query_intents, splits):
-            f.write(json.dumps({"text": text, "intent": ids[intent], "split": str(split)}) + "\n")
-    lengths = rng.integers(1, 5, size=n_sessions)
-    turn_intents = rng.integers(0, n_intents, size=int(lengths.sum()))
-    drift = rng.random(len(turn_intents)) < 0.8  # a follow-up keeps the session's intent 80 % of the time
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    drift[starts] = False
-    for k in np.flatnonzero(drift).tolist():  # in order: a run of follow-ups carries the first turn's intent
-        turn_intents[k] = turn_intents[k - 1]
-    turn_texts = texts(turn_intents)
-    split_of = rng.choice(["train", "valid", "test", "unlabeled"], size=n_sessions, p=[0.6, 0.05, 0.05, 0.3])
-    with ExitStack() as stack:
-        files = {split: stack.enter_context(open(out / "sessions" / f"{split}.jsonl", "w", encoding="utf-8"))
-                 for split in ("train", "valid", "test", "unlabeled")}
-        for s, (start, length, split) in enumerate(zip(starts, lengths, split_of)):
-            labelled = split != "unlabeled"
-            turns = [{"text": turn_texts[t], **({"intent": ids[turn_intents[t]]} if labelled else {})}
-                     for t in range(start, start + length)]
-            files[split].write(json.dumps({"id": f"s{s}", "turns": turns}) + "\n")
-    return out
 
 
 # --------------------------------------------------------------------------- one stage in its own process
@@ -219,7 +159,7 @@ STAGE_DETAIL["retrieval_ann"] = STAGE_DETAIL["retrieval"]
 def markdown(report: dict[str, Any]) -> str:
     lines = ["# Cost curves on synthetic bundles (experiments/bench_scale.py)", "",
              f"Machine: {report['machine']}. {report['note']}",
-             (f"Code: {report['code']}. Bundles: {report['generator']}, n sessions and n/2 single-turn queries. "
+             (f"Code measured: {', '.join(report['code'])}. Bundles: {report['generator']}, n sessions and n/2 single-turn queries. "
               "Stand-ins: a hashing embedder (384 dims), an instant LLM, tiny-bert (experiments/bench_scale_stages.py)."),
              "",
              "| sessions | stage | wall s | work s | peak RSS MiB | RSS after imports MiB | detail |",
@@ -307,7 +247,7 @@ def main() -> None:
         bundle = args.workdir / f"bundle-{size}"
         if not (bundle / "sessions" / "unlabeled.jsonl").is_file():
             started = time.perf_counter()
-            synthetic_writer()(bundle, n_sessions=size, n_queries=size // 2, n_intents=args.intents, seed=0)
+            write_synthetic_bundle(bundle, n_sessions=size, n_queries=size // 2, n_intents=args.intents, seed=0)
             print(f"[bench] wrote {bundle} in {time.perf_counter() - started:.1f} s", flush=True)
         for stage in args.stages:
             if (size, stage) in done:
@@ -316,20 +256,26 @@ def main() -> None:
                 print(f"[bench] {size} retrieval_ann: skipped, the configured retrieval is HNSW at this size")
                 continue
             work = args.workdir / f"work-{size}" / stage
-            row = {"size": size, **measure(stage, bundle, work, {"train_batches": args.train_batches},
-                                           args.max_rss_gb * GIB)}
+            row = {"size": size, "code": code_version(),
+                   **measure(stage, bundle, work, {"train_batches": args.train_batches}, args.max_rss_gb * GIB)}
             print(f"[bench] {size} {stage}: {row['status']}, {row['wall_s']} s, peak {row['peak_rss_mb']} MiB",
                   flush=True)
             report["runs"] = [r for r in report["runs"] if (r["size"], r["stage"]) != (size, stage)] + [row]
-            report.update(machine=f"{platform.node()}: {os.cpu_count()} CPUs, {platform.python_version()}, "
-                                  f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
-                          note=args.note, budget_gb=args.budget_gb, fits=fits(report["runs"], args.budget_gb),
-                          generator=f"{synthetic_writer().__module__}.write_synthetic_bundle", code=code_version())
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            out_json.write_text(json.dumps(report, indent=1), encoding="utf-8")
-            args.out.with_suffix(".md").write_text(markdown(report), encoding="utf-8")
-            plot(report, args.out.with_suffix(".png"))
+            write_report(report, args)
+    write_report(report, args)
 
+
+def write_report(report: dict[str, Any], args: argparse.Namespace) -> None:
+    """<out>.json, .md and .png from every run measured so far."""
+    report.update(machine=f"{platform.node()}: {os.cpu_count()} CPUs, {platform.python_version()}, "
+                          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
+                  note=args.note, budget_gb=args.budget_gb, fits=fits(report["runs"], args.budget_gb),
+                  generator=f"{write_synthetic_bundle.__module__}.write_synthetic_bundle",
+                  code=sorted({r.get("code", "unrecorded") for r in report["runs"]}))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    args.out.with_suffix(".md").write_text(markdown(report), encoding="utf-8")
+    plot(report, args.out.with_suffix(".png"))
 
 if __name__ == "__main__":
     main()
