@@ -114,6 +114,10 @@ class ArrowRows(Sequence[T]):
         whole = Dataset.from_file(self.file, in_memory=False)
         return whole if (self.start, self.stop) == (0, whole.num_rows) else whole.select(range(self.start, self.stop))
 
+    def table(self) -> pa.Table:
+        """The rows as a pyarrow Table (a zero-copy slice of the memory-mapped file; columns as in the docstring)."""
+        return _mapped_table(self.file).slice(self.start, len(self))
+
     def __len__(self) -> int:
         return self.stop - self.start
 
@@ -137,7 +141,7 @@ class ArrowRows(Sequence[T]):
 
     def _records(self, offset: int, count: int) -> list[T]:
         count = min(count, len(self) - offset)
-        return self.kind.records_of(_mapped_table(self.file).slice(self.start + offset, count))
+        return self.kind.records_of(self.table().slice(offset, count))
 
     def __iter__(self) -> Iterator[T]:
         for offset in range(0, len(self), BLOCK):

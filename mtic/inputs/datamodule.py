@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
@@ -28,11 +29,11 @@ from mtic.inputs.data_plan import (
     is_file_source,
     require_data,
     resolve_validation,
-    single_turn_training,
     source_list,
     source_name,
 )
 from mtic.inputs.encoding import Encoder, PadCollator
+from mtic.inputs.lazy_dataset import ExampleIndex, LazyEncodedDataset, RowPart, SessionChain, query_positions
 from mtic.inputs.views import View, ViewExample, labelled_prefixes
 
 log = logging.getLogger("mtic")
@@ -63,12 +64,12 @@ class LengthGroupedBatchSampler(BatchSampler):
     The batches hold the indices `sampler` yields: all of the dataset by default; under DDP Lightning rebuilds
     this sampler with a DistributedSampler in its place (PyTorch's BatchSampler interface), which yields this
     rank's share, padded so that every rank runs the same number of batches. Each yielded index is in exactly one
-    batch per epoch."""
+    batch per epoch. A numpy array of lengths is kept as it is (a lazy dataset's: no Python int per example)."""
 
     def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, mega_factor: int = 32,
                  sampler: Sampler[int] | Sequence[int] | None = None) -> None:
         super().__init__(range(len(lengths)) if sampler is None else sampler, batch_size, drop_last=False)
-        self.lengths = list(lengths)
+        self.lengths = lengths if isinstance(lengths, np.ndarray) else list(lengths)
         self.seed = seed
         self.mega = batch_size * mega_factor
         self.epoch = 0
@@ -104,7 +105,7 @@ class EncodedDataModule(pl.LightningDataModule):
         self.seed = seed
         self.encoder: Encoder | None = None
         self.collator: PadCollator | None = None
-        self.datasets: dict[str, EncodedDataset] = {}
+        self.datasets: dict[str, EncodedDataset | LazyEncodedDataset] = {}
 
     def set_encoder(self, encoder: Encoder, pad_token_id: int) -> None:
         """Install the model's encoder (it owns the tokenizer) and reset encoded data."""
@@ -155,6 +156,9 @@ class MTICDataModule(EncodedDataModule):
     (the user's labels), 'pseudo:<path>' (a JSONL labelled by a model), or 'none'; `valid_sessions` may list
     several sources, whose sessions are pooled.
     `supervision()` names the label sources these settings read (mtic/eval/supervision.py).
+    A split of more than `encode_lazily_above` examples (counted before `max_train_examples`) is encoded on access
+    (`LazyEncodedDataset`, mtic/inputs/lazy_dataset.py: the sources chained by index, a numpy index of examples, no
+    Python object per row); at most that many are encoded once, up front (`EncodedDataset`). 0: always lazily.
     """
 
     def __init__(
@@ -174,8 +178,13 @@ class MTICDataModule(EncodedDataModule):
         num_workers: int = 0,
         seed: int = 0,
         crafting: CraftFromSingleTurn | None = None,
+        encode_lazily_above: int = 200_000,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, group_by_length, num_workers, seed)
+        if isinstance(encode_lazily_above, bool) or not isinstance(encode_lazily_above, int) or encode_lazily_above < 0:
+            raise ValueError("data.encode_lazily_above must be a number of examples >= 0 (0: always lazily), got "
+                             f"{encode_lazily_above!r}")
+        self.encode_lazily_above = encode_lazily_above
         self.bundle: Bundle = read_bundle(bundle_dir)
         self.taxonomy = Taxonomy.from_intents(self.bundle.intents)
         self.view = view
@@ -187,29 +196,33 @@ class MTICDataModule(EncodedDataModule):
         self.max_train_examples = max_train_examples
         self.max_eval_examples = max_eval_examples
         self.crafting = crafting or CraftFromSingleTurn(seed=seed)
-        self._single_turn_parts: tuple[list[SingleTurnQuery], list[SingleTurnQuery]] | None = None
+        self._single_turn_parts: tuple[np.ndarray, np.ndarray] | None = None  # positions in bundle.single_turn
         self._validation: ValidationPlan | None = None
         self.training_fallback: str | None = None   # set by `plan`: what trains when a configured source is absent
 
     # -- sessions per stage -------------------------------------------------------------------------
     def training_sessions(self) -> list[Session]:
         """Sessions the model trains on, single-turn queries included as one-turn sessions."""
-        sessions: list[Session] = []
+        return list(self.training_chain())
+
+    def training_chain(self) -> SessionChain:
+        """`training_sessions` chained by index (no copy of the sources)."""
+        parts = []
         if self._trains_on_single_turn():
-            queries = self._single_turn_split()[0]
-            sessions += [q.as_session(f"single-{k}") for k, q in enumerate(queries)]
+            parts.append(RowPart(self.bundle.single_turn, self._single_turn_positions()[0], "single-"))
         if self.train_sessions != NO_SESSIONS:
-            sessions += self._session_source(self.train_sessions)
-        if not sessions:
+            parts.append(RowPart(self._session_source(self.train_sessions)))
+        chain = SessionChain(parts)
+        if not len(chain):
             raise ValueError("no training data: enable train_single_turn or set train_sessions")
-        return sessions
+        return chain
 
     def _trains_on_single_turn(self) -> bool:
         """`train_single_turn`, unless the bundle has no single-turn training queries (then the sessions alone
         train, as `plan` checks and says)."""
-        return self.train_single_turn and bool(single_turn_training(self.bundle))
+        return self.train_single_turn and len(query_positions(self.bundle.single_turn, "train")) > 0
 
-    def _session_source(self, source: str, require_target: bool = False) -> list[Session]:
+    def _session_source(self, source: str, require_target: bool = False) -> Sequence[Session]:
         if source == CRAFTED_SOURCE:  # from the training queries only (the carved valid ones are held out)
             return self.crafting(self._single_turn_split()[0], self.taxonomy)
         path = Path(source.removeprefix(PSEUDO_PREFIX))
@@ -220,24 +233,26 @@ class MTICDataModule(EncodedDataModule):
         return self.bundle.require_sessions(source)
 
     def _single_turn_split(self) -> tuple[list[SingleTurnQuery], list[SingleTurnQuery]]:
-        """(training, validation) single-turn queries. Without a 'valid' split in single_turn.jsonl, a seeded
-        `CARVED_VALID_SHARE` of the training queries is held out for validation (and leaves training), once."""
+        """(training, validation) single-turn queries (see `_single_turn_positions`)."""
+        return tuple([self.bundle.single_turn[int(k)] for k in part] for part in self._single_turn_positions())
+
+    def _single_turn_positions(self) -> tuple[np.ndarray, np.ndarray]:
+        """Positions in `bundle.single_turn` of the (training, validation) queries. Without a 'valid' split in
+        single_turn.jsonl, a seeded `CARVED_VALID_SHARE` of the training queries is held out for validation (and
+        leaves training), once."""
         if self._single_turn_parts is None:
-            train = single_turn_training(self.bundle)
-            valid = [q for q in self.bundle.single_turn if q.split == "valid"]
-            if not valid and self.validation_plan().carve:
+            train = query_positions(self.bundle.single_turn, "train")
+            valid = query_positions(self.bundle.single_turn, "valid")
+            if not len(valid) and self.validation_plan().carve:
                 order = list(range(len(train)))
                 random.Random(self.seed).shuffle(order)
-                held = set(order[: max(1, round(CARVED_VALID_SHARE * len(train)))])
-                valid = [q for k, q in enumerate(train) if k in held]
-                train = [q for k, q in enumerate(train) if k not in held]
+                held = np.zeros(len(train), bool)
+                held[order[: max(1, round(CARVED_VALID_SHARE * len(train)))]] = True
+                valid, train = train[held], train[~held]
                 log.warning("single_turn.jsonl has no 'valid' split: %d of its training queries (%.0f %%, seed %d) "
                             "select the model instead", len(valid), 100 * CARVED_VALID_SHARE, self.seed)
             self._single_turn_parts = (train, valid)
         return self._single_turn_parts
-
-    def _single_turn_valid(self) -> list[Session]:
-        return [q.as_session(f"valid-{k}") for k, q in enumerate(self._single_turn_split()[1])]
 
     def validation_plan(self) -> ValidationPlan:
         """Where model selection reads from, with the bundle's fallbacks (mtic/inputs/data_plan.py)."""
@@ -260,35 +275,40 @@ class MTICDataModule(EncodedDataModule):
             log.warning("[mtic] %s", self.training_fallback)
         plan = self.validation_plan()
         if fit:
-            size = len(self.evaluation_sessions("valid")) if plan.selects else 0
+            size = len(self.evaluation_chain("valid")) if plan.selects else 0
             if plan.selects and size == 0:
                 plan = replace(plan, used=(), carve=False, fallback=EMPTY_VALIDATION)
             self._validation = plan = replace(plan, valid_size=size)
         return plan
 
-    def evaluation_sessions(self, split: str) -> list[Session]:
+    def evaluation_sessions(self, split: str) -> Sequence[Session]:
         """Test sessions (or any bundle split), or the validation sessions of `valid_sessions` for 'valid' (the
-        sessions of every listed source, pooled)."""
+        sessions of every listed source, pooled, as a list)."""
         if split == "valid":
-            sessions = []
-            for source in self._valid_sources():
-                if source == SINGLE_TURN_SOURCE:
-                    sessions += self._single_turn_valid()
-                else:
-                    sessions += self._session_source(source, require_target=True)
-        else:
-            sessions = self.bundle.require_sessions(split)
+            return list(self.evaluation_chain(split))
+        sessions = self.bundle.require_sessions(split)
         return sessions[: self.max_eval_examples] if self.max_eval_examples else sessions
+
+    def evaluation_chain(self, split: str) -> SessionChain:
+        """`evaluation_sessions` chained by index (no copy of the sources)."""
+        if split != "valid":
+            return SessionChain([RowPart(self.evaluation_sessions(split))])
+        parts = [RowPart(self.bundle.single_turn, self._single_turn_positions()[1], "valid-")
+                 if source == SINGLE_TURN_SOURCE else RowPart(self._session_source(source, require_target=True))
+                 for source in self._valid_sources()]
+        chain = SessionChain(parts)
+        return chain.head(self.max_eval_examples) if self.max_eval_examples else chain
 
     def supervision(self) -> Supervision:
         """The label sources training and validation read with these settings (nothing is loaded)."""
         return planned_supervision(self._trains_on_single_turn(), self.train_sessions,
                                    self._valid_sources() or NO_SESSIONS)
 
-    def train_examples(self) -> list[ViewExample]:
-        """The training examples (views of the training sessions), subsampled to `max_train_examples` (seeded)."""
+    def train_examples(self, chain: SessionChain | None = None) -> list[ViewExample]:
+        """The training examples (views of the training sessions, or of `chain`), subsampled to
+        `max_train_examples` (seeded)."""
         examples = []
-        for session in self.training_sessions():
+        for session in self.training_chain() if chain is None else chain:
             parts = labelled_prefixes(session) if self.expand_prefixes else [session]
             examples += [self.view(p) for p in parts if p.target is not None or not self.expand_prefixes]
         if self.max_train_examples and len(examples) > self.max_train_examples:
@@ -300,12 +320,30 @@ class MTICDataModule(EncodedDataModule):
         if self.encoder is None:
             raise RuntimeError("call set_encoder(model encoder) before using the datamodule")
         if stage in (None, "fit") and "train" not in self.datasets:
-            self.datasets["train"] = EncodedDataset([self.encoder(e) for e in self.train_examples()])
+            self.datasets["train"] = self._train_dataset()
         for split in ("valid", "test"):
             wanted = stage in (None, "fit", "validate") if split == "valid" else stage in (None, "test", "predict")
             if wanted and split not in self.datasets:
-                sessions = self.evaluation_sessions(split)
-                self.datasets[split] = EncodedDataset([self.encoder(self.eval_view(s)) for s in sessions])
+                self.datasets[split] = self._evaluation_dataset(split)
+
+    def encodes_lazily(self, examples: int) -> bool:
+        """Whether a split of `examples` examples is encoded on access (`encode_lazily_above`)."""
+        return examples > self.encode_lazily_above
+
+    def _train_dataset(self) -> EncodedDataset | LazyEncodedDataset:
+        chain = self.training_chain()
+        index = ExampleIndex.of(chain, self.expand_prefixes)
+        if not self.encodes_lazily(len(index)):
+            return EncodedDataset([self.encoder(e) for e in self.train_examples(chain)])
+        log.info("[mtic] %d training examples: encoded on access (data.encode_lazily_above=%d)", len(index),
+                 self.encode_lazily_above)
+        return LazyEncodedDataset(chain, index.subsample(self.max_train_examples, self.seed), self.view, self.encoder)
+
+    def _evaluation_dataset(self, split: str) -> EncodedDataset | LazyEncodedDataset:
+        chain = self.evaluation_chain(split)
+        if not self.encodes_lazily(len(chain)):
+            return EncodedDataset([self.encoder(self.eval_view(s)) for s in chain])
+        return LazyEncodedDataset(chain, ExampleIndex.of(chain, expand_prefixes=False), self.eval_view, self.encoder)
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
