@@ -51,7 +51,7 @@ def _kept(run_dir: Path) -> dict[str, str]:
 def test_st_distill_end_to_end_and_the_threshold(tiny_bundle_with_logs: Path, tmp_path: Path, monkeypatch) -> None:
     art = f"pipeline.artifact_dir={tmp_path / 'art'}"
     first = tmp_path / "run"
-    metrics = run(_compose(tiny_bundle_with_logs, first, art, "pipeline.min_confidence=0"))
+    metrics = run(_compose(tiny_bundle_with_logs, first, art, "pipeline.min_confidence=0", "pipeline.keep_share=null"))
     record = json.loads((first / "results.json").read_text())
     assert record["method"] == "st_distill" and record["label_free"] is True and "test/acc" in metrics
     # supervision: single-turn labels, crafted sessions (the teacher), pseudo-labels; the gold side file only scores
@@ -59,7 +59,7 @@ def test_st_distill_end_to_end_and_the_threshold(tiny_bundle_with_logs: Path, tm
     assert sup["label_free"] is True and {"single_turn", CRAFTED, "pseudo_labels"} <= set(sup["train"])
     assert "sessions.unlabeled.gold" in sup["evaluation"] and not any(s.startswith("sessions.") for s in sup["train"])
     assert record["teacher"]["supervision"]["train"] == ["single_turn", CRAFTED]
-    # the HTC trained on exactly the kept sessions (min_confidence 0 keeps all), split into train / valid
+    # the HTC trained on exactly the kept sessions (no threshold, no share: all), split into train / valid
     kept = _kept(first)
     assert len(kept) == len(TINY_UNLABELED)
     train, valid = _jsonl(first / "pseudo_train.jsonl"), _jsonl(first / "pseudo_valid.jsonl")
@@ -91,7 +91,8 @@ def test_st_distill_end_to_end_and_the_threshold(tiny_bundle_with_logs: Path, tm
     confidences = sorted((r["confidence"] for r in answers), reverse=True)
     threshold = confidences[2]
     second = tmp_path / "run-sure"
-    run(_compose(tiny_bundle_with_logs, second, art, f"pipeline.min_confidence={threshold}"))
+    run(_compose(tiny_bundle_with_logs, second, art, f"pipeline.min_confidence={threshold}",
+                 "pipeline.keep_share=null"))
     sure = _kept(second)
     assert sure == {r["id"]: r["base"] for r in answers if r["confidence"] >= threshold}
     assert 3 <= len(sure) < len(kept) and sure.items() <= kept.items()
@@ -163,6 +164,28 @@ def test_selection_statuses_and_precision_of_the_kept() -> None:
     assert summary["kept_share"] == 0.75 and summary["session_statuses"][LOW_CONFIDENCE] == 1
     with pytest.raises(ValueError, match="min_confidence"):
         select(answers, 1.5)
+
+
+def test_keep_share_keeps_the_most_confident_without_a_threshold() -> None:
+    def answer(session: str, confidence: float) -> dict[str, Any]:
+        return {"id": session, "turns": [{"text": "q", "intent": "track"}], "status": KEPT, "intent": "track",
+                "base": "track", "confidence": confidence, "answers": [{"status": "ok"}]}
+
+    # flat probabilities, as a softmax over many labels gives: no absolute threshold of 0.5 keeps any
+    answers = [answer("e", 0.12), answer("a", 0.21), answer("c", 0.12), answer("b", 0.09), answer("d", 0.30)]
+    assert all(r["status"] == LOW_CONFIDENCE for r in select(answers, 0.5))
+
+    def kept(share: float | None, threshold: float = 0.0) -> list[str]:
+        return [r["id"] for r in select(answers, threshold, keep_share=share) if r["status"] == KEPT]
+
+    assert kept(0.4) == ["a", "d"]              # ceil(0.4 * 5) = 2 most confident
+    assert kept(0.6) == ["a", "c", "d"]         # the tie at 0.12 goes to the smaller id (c before e)
+    assert kept(None) == ["e", "a", "c", "b", "d"] and kept(1.0) == kept(None)
+    assert set(kept(0.4)) <= set(kept(0.6)) <= set(kept(0.8))
+    assert kept(0.6, threshold=0.2) == ["a", "d"]  # both rules apply
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="keep_share"):
+            select(answers, 0.0, keep_share=bad)
 
 
 def test_agreement_reads_clara_kept_intents(tmp_path: Path) -> None:

@@ -3,7 +3,8 @@
 A label-free symbol-tuned teacher (mtic/pipelines/teacher.py: single-turn queries + sessions crafted from them,
 selected on the single-turn valid queries; or `teacher_checkpoint`) labels the unlabelled chat logs by exact
 scoring with a probability per intent (mtic/pipelines/teacher_labels.py); the sessions it is sure of
-(`min_confidence`, optionally only where CLARA's pseudo-label agrees: `agree_with`) go through CLARA's stage
+(the `keep_share` most confident, at least `min_confidence`, optionally only where CLARA's pseudo-label
+agrees: `agree_with`) go through CLARA's stage
 (mtic/pipelines/pseudo_training.py): split into pseudo_train / pseudo_valid, and the configured classifier (the
 HTC, with the one HTC budget of experiment/_htc.yaml) trains, selects and tests on them. The aim is the teacher's
 accuracy at the classifier's serving cost; results.json records both (`teacher.metrics`, metric `teacher/acc`).
@@ -47,7 +48,13 @@ from mtic.pipelines.teacher import (
     teacher_config,
     teacher_supervision,
 )
-from mtic.pipelines.teacher_labels import TeacherLabeler, check_min_confidence, read_agreement, select
+from mtic.pipelines.teacher_labels import (
+    TeacherLabeler,
+    check_keep_share,
+    check_min_confidence,
+    read_agreement,
+    select,
+)
 from mtic.pipelines.train_eval import bundle_dir_of
 
 ANSWERS_FILE = "teacher_labels.jsonl"
@@ -77,13 +84,15 @@ def label_with_teacher(cfg: DictConfig, teacher: Teacher, sessions: Sequence[Ses
 
 
 def st_distill(cfg: DictConfig, teacher_checkpoint: str | None = None, teacher_test: bool = True,
-               unlabeled: Mapping[str, Any] | None = None, min_confidence: float = 0.5, agree_with: str | None = None,
+               unlabeled: Mapping[str, Any] | None = None, min_confidence: float = 0.0,
+               keep_share: float | None = 0.5, agree_with: str | None = None,
                batch_size: int = 8, pseudo_valid: Mapping[str, Any] | None = None, artifact_dir: str | None = None,
                progress: bool = True, fit: bool = True, test: bool = True) -> dict[str, float]:
     """Teacher (trained or given) -> its sure pseudo-labels -> train, select and test the configured model."""
     started = time.time()
     require_pseudo_sources(cfg, "st_distill")
     threshold = check_min_confidence(min_confidence)
+    share = check_keep_share(keep_share)
     unlabeled = _plain(unlabeled) or {}
     split, cap = unlabeled.get("split", "unlabeled"), unlabeled.get("max_sessions")
     where = f"experiment '{cfg.experiment}'"
@@ -113,12 +122,14 @@ def st_distill(cfg: DictConfig, teacher_checkpoint: str | None = None, teacher_t
     settings = {"prompt": f"st teacher ({probe.backbone.name})", "rule": None, "n_orders": 1,
                 "teacher_sha256": teacher.sha256, "bundle": str(bundle_dir), "split": split, "max_sessions": cap}
     answers = label_with_teacher(cfg, teacher, sessions, gold, settings, artifacts, batch_size, progress)
-    rule = f"confidence >= {threshold:g}" + (f" and CLARA agrees ({agree_with})" if agree_with else "")
-    selected = select(read_records(answers), threshold, agreement)
+    rule = " and ".join([f"confidence >= {threshold:g}"] + ([f"the {share:g} most confident"] if share else [])
+                        + ([f"CLARA agrees ({agree_with})"] if agree_with else []))
+    selected = select(read_records(answers), threshold, agreement, share)
     summary = write_outputs(Outputs.of(run_dir / RECORDS_FILE), selected, gold, {**settings, "rule": rule},
                             filtered=True)
     used.add(evaluation=scored_by)  # scoring the pseudo-labels (Table 4), never training on them
-    report = {"teacher": teacher.record(), "min_confidence": threshold, "agree_with": agree_with,
+    report = {"teacher": teacher.record(), "min_confidence": threshold, "keep_share": share,
+              "agree_with": agree_with,
               "teacher_answers": str(answers)}
     metrics = train_on_pseudo_labels(cfg, summary, used, report, fit, test, _plain(pseudo_valid) or {}, started)
     update_results(run_dir, {}, {TEACHER_METRIC_PREFIX + k.split("/", 1)[1]: v for k, v in teacher.metrics().items()})

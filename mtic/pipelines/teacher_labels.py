@@ -9,14 +9,19 @@ probability of the answer among every intent). One record per session, in CLARA'
 always answers, so every answer record is `kept`: the answers file is what is cached and resumed.
 
 Selection (per run, cheap, never cached with the answers): a session is kept when its confidence is at least
-`min_confidence` and, given CLARA's pseudo-label records (`agree_with`), CLARA kept the same intent for it;
-otherwise it is `low_confidence` or `disagreement`, and its `intent` (the pseudo-label) is None. The summary then
-scores all answers (`precision.without_sc`) and the kept ones (`precision.with_sc`) against the gold side file.
-Guarantee: raising `min_confidence` keeps a subset of the sessions kept before, with the same labels.
+`min_confidence`, it is among the `keep_share` most confident answers (ranked by confidence, ties by session id;
+null = no rank limit) and, given CLARA's pseudo-label records (`agree_with`), CLARA kept the same intent for it;
+otherwise it is `low_confidence` or `disagreement`, and its `intent` (the pseudo-label) is None. A share needs no
+calibration: a softmax over many verbose labels is flat (on the SG demo market the median top probability is 0.16),
+so an absolute threshold that suits one taxonomy keeps nothing or everything on another. The summary then scores
+all answers (`precision.without_sc`) and the kept ones (`precision.with_sc`) against the gold side file.
+Guarantee: raising `min_confidence` or lowering `keep_share` keeps a subset of the sessions kept before, with the
+same labels.
 """
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -67,14 +72,33 @@ def check_min_confidence(value: float) -> float:
     return float(value)
 
 
+def check_keep_share(value: float | None) -> float | None:
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 < float(value) <= 1.0:
+        raise ConfigError(f"'pipeline.keep_share' must be null or a share in (0, 1], got {value!r}")
+    return float(value)
+
+
+def most_confident(records: Sequence[Mapping[str, Any]], keep_share: float | None) -> set[str]:
+    """Ids of the ceil(keep_share * n) most confident records (ties by id), every id when keep_share is None."""
+    share = check_keep_share(keep_share)
+    if share is None:
+        return {r["id"] for r in records}
+    ranked = sorted(records, key=lambda r: (-float(r["confidence"]), str(r["id"])))
+    return {r["id"] for r in ranked[: math.ceil(share * len(ranked))]}
+
+
 def select(records: Sequence[Mapping[str, Any]], min_confidence: float,
-           agreement: Mapping[str, str | None] | None = None) -> list[dict[str, Any]]:
+           agreement: Mapping[str, str | None] | None = None, keep_share: float | None = None
+           ) -> list[dict[str, Any]]:
     """The answer records with their selection status (see the module doc); the input is not changed."""
     threshold = check_min_confidence(min_confidence)
+    ranked_in = most_confident(records, keep_share)
     out = []
     for record in records:
         row = copy.deepcopy(dict(record))
-        sure = float(row["confidence"]) >= threshold
+        sure = float(row["confidence"]) >= threshold and row["id"] in ranked_in
         agreed = agreement is None or agreement.get(row["id"]) == row["base"]
         row["status"] = KEPT if sure and agreed else (LOW_CONFIDENCE if not sure else DISAGREEMENT)
         row["intent"] = row["base"] if row["status"] == KEPT else None
