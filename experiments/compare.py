@@ -5,6 +5,8 @@ directories; the API key comes from the environment (WANDB_API_KEY), never from 
 
 Prints Markdown tables in the paper's layout (rows = settings, columns = markets + average weighted by test
 size) and writes Markdown, CSV and a PNG bar chart per metric. Missing cells show as '–', never as zero.
+With --out the run records read go to <out>/records.jsonl too: `compare.py <out>/records.jsonl ...` remakes the
+tables from it alone.
 """
 from __future__ import annotations
 
@@ -16,19 +18,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mtic.eval.compare import (
     DEFAULT_ROW_KEYS,
+    RECORDS_FILE,
     build_table,
     find_results,
     plot_table,
     table4_markdown,
     to_markdown,
     write_csv,
+    write_records,
 )
 from mtic.eval.wandb_records import records_from_wandb
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="*", help="run / multirun directories or results.json files")
+    parser.add_argument("runs", nargs="*", help="run / multirun directories, results.json files or records.jsonl files")
     parser.add_argument("--wandb", action="append", default=[], metavar="ENTITY/PROJECT",
                         help="read run records from a W&B project (runs logged with logger=wandb)")
     parser.add_argument("--group", default=None, help="with --wandb: only runs of this W&B group (= experiment)")
@@ -53,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
+        print(f"wrote {write_records(records, out / RECORDS_FILE)} ({len(records)} run records)")
     if args.table4:
         markdown = table4_markdown(records)
         print(markdown)

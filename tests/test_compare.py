@@ -79,3 +79,25 @@ def test_table4_lists_pseudo_label_precision_per_run() -> None:
     lines = table4_markdown(records).splitlines()
     assert lines[2:] == ["| lara_pl | none | sg | 50.0 | – | 100.0 |",
                          "| clara | single_turn_htc | sg | 50.0 | 70.0 | 60.0 |"]
+
+
+def test_kept_records_remake_the_same_table_after_the_runs_are_gone(tmp_path: Path) -> None:
+    import shutil
+
+    import pytest
+
+    from mtic.eval.compare import write_records
+
+    runs = tmp_path / "runs"
+    _result(runs, "a", "sg", "compressed", 0.80, 100)
+    _result(runs, "b", "id", "compressed", 0.50, 300)
+    _result(runs, "c", "sg", "original", 0.70, 100)
+    before = to_markdown(build_table(find_results([runs])))
+    kept = write_records(find_results([runs]), tmp_path / "records.jsonl")
+    shutil.rmtree(runs)
+    records = find_results([kept])
+    assert len(records) == 3 and to_markdown(build_table(records)) == before
+    assert records[0]["_path"].endswith("a/results.json")  # where each record came from is kept
+    kept.write_text(kept.read_text() + "{not json\n")
+    with pytest.raises(ValueError, match=r"records.jsonl:4: not a JSON record"):
+        find_results([kept])

@@ -56,16 +56,37 @@ class Table:
         return None if cell is None else cell[0]
 
 
+RECORDS_FILE = "records.jsonl"
+
+
 def find_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
-    """Load every results.json under the given run or multirun directories (or files)."""
+    """Load every results.json under the given run or multirun directories (or files), and every record of a
+    `records.jsonl` (one results.json per line, as `write_records` keeps them beside a table)."""
     records = []
     for path in map(Path, paths):
+        if path.is_file() and path.suffix == ".jsonl":
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if line.strip():
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError as err:
+                        raise ValueError(f"{path}:{number}: not a JSON record ({err.msg})") from None
+                    records.append({**record, "_path": record.get("_path") or f"{path}:{number}"})
+            continue
         files = [path] if path.is_file() else sorted(path.rglob(RESULTS_FILE))
         for file in files:
             record = json.loads(file.read_text(encoding="utf-8"))
             record["_path"] = str(file)
             records.append(record)
     return records
+
+
+def write_records(records: Sequence[dict[str, Any]], path: Path) -> Path:
+    """The run records a table was made from, one per line (sorted by where they came from): committed beside the
+    table, they let anyone regenerate it after the run directories are gone (`compare.py <dir>/records.jsonl`)."""
+    lines = [json.dumps(r, sort_keys=True, ensure_ascii=False) for r in sorted(records, key=lambda r: str(r.get("_path")))]
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
 
 
 def build_table(records: Sequence[dict[str, Any]], metric: str = "test/acc", row_keys: Sequence[str] = DEFAULT_ROW_KEYS) -> Table:
