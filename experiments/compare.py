@@ -48,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.runs and not args.wandb:
         parser.error("give run directories and/or --wandb ENTITY/PROJECT")
-    records = find_results(args.runs)
+    try:
+        records = find_results(args.runs)
+    except ValueError as err:  # a file that is not a run record: one line naming it
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     for project in args.wandb:
         records += records_from_wandb(project, filters={"group": args.group} if args.group else None)
     if not records:

@@ -101,3 +101,13 @@ def test_kept_records_remake_the_same_table_after_the_runs_are_gone(tmp_path: Pa
     kept.write_text(kept.read_text() + "{not json\n")
     with pytest.raises(ValueError, match=r"records.jsonl:4: not a JSON record"):
         find_results([kept])
+
+
+def test_a_broken_results_file_is_named(tmp_path: Path) -> None:
+    import pytest
+
+    broken = tmp_path / "run" / "results.json"
+    broken.parent.mkdir()
+    broken.write_text('{"market": "sg", ', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"run/results.json: not a results.json record"):
+        find_results([tmp_path])

@@ -75,7 +75,10 @@ def find_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
             continue
         files = [path] if path.is_file() else sorted(path.rglob(RESULTS_FILE))
         for file in files:
-            record = json.loads(file.read_text(encoding="utf-8"))
+            try:
+                record = json.loads(file.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise ValueError(f"{file}: not a results.json record ({err})") from None
             record["_path"] = str(file)
             records.append(record)
     return records
