@@ -59,6 +59,7 @@ def test_st_distill_end_to_end_and_the_threshold(tiny_bundle_with_logs: Path, tm
     assert sup["label_free"] is True and {"single_turn", CRAFTED, "pseudo_labels"} <= set(sup["train"])
     assert "sessions.unlabeled.gold" in sup["evaluation"] and not any(s.startswith("sessions.") for s in sup["train"])
     assert record["teacher"]["supervision"]["train"] == ["single_turn", CRAFTED]
+    assert record["teacher_backbone"] == record["config"]["teacher"]["backbone"]["name"]
     # the HTC trained on exactly the kept sessions (no threshold, no share: all), split into train / valid
     kept = _kept(first)
     assert len(kept) == len(TINY_UNLABELED)
