@@ -111,3 +111,12 @@ def test_a_broken_results_file_is_named(tmp_path: Path) -> None:
     broken.write_text('{"market": "sg", ', encoding="utf-8")
     with pytest.raises(ValueError, match=r"run/results.json: not a results.json record"):
         find_results([tmp_path])
+
+
+def test_a_dotted_row_key_reads_nested_fields() -> None:
+    from mtic.eval.compare import row_value
+
+    record = {"method": "st_distill", "config": {"teacher": {"backbone": {"name": "gemma3-270m"}}}, "a.b": 1}
+    assert row_value(record, "config.teacher.backbone.name") == "gemma3-270m"
+    assert row_value(record, "config.teacher.lr") is None and row_value({"method": "tfidf"}, "config.teacher") is None
+    assert row_value(record, "a.b") == 1  # a top-level key with a dot wins

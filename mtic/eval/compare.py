@@ -108,10 +108,16 @@ def build_table(records: Sequence[dict[str, Any]], metric: str = "test/acc", row
 
 
 def row_value(record: dict[str, Any], key: str) -> Any:
-    """A record's value for a row key; `supervision` is shown as its sources (e.g. single_turn+single_turn.valid)."""
+    """A record's value for a row key; `supervision` is shown as its sources (e.g. single_turn+single_turn.valid); a
+    dotted key absent at the top level reads nested fields (`config.teacher.backbone.name`), None where one is missing."""
     if key == SUPERVISION:
         return Supervision.column(record.get(SUPERVISION))
-    return record.get(key)
+    if key in record or "." not in key:
+        return record.get(key)
+    value: Any = record
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 def _fmt(value: float | None, scale: float) -> str:
