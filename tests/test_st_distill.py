@@ -82,7 +82,7 @@ def test_st_distill_end_to_end_and_the_threshold(tiny_bundle_with_logs: Path, tm
     assert record["metrics"]["teacher/acc"] == pytest.approx(sum(r["intent"] == r["target"] for r in rows) / len(rows),
                                                             abs=1e-6)
     row = [line for line in table4_markdown([record]).splitlines() if line.startswith("| st_distill")]
-    assert row == [f"| st_distill | – | sg | {100 * expected:.1f} | {100 * expected:.1f} | 100.0 |"]
+    assert row == [f"| st_distill | teacher tiny-llama | sg | {100 * expected:.1f} | {100 * expected:.1f} | 100.0 |"]
 
     # a higher threshold: the cached answers are reused (no teacher loads), the kept sessions are a subset
     def no_teacher(*args, **kwargs):

@@ -213,14 +213,16 @@ def table4_markdown(records: Sequence[dict[str, Any]]) -> str:
     """The paper's Table 4 layout from pseudo-labelling runs (LARA-PL, CLARA, st_distill): pseudo-label precision
     against the unlabelled sessions' gold labels without and with self-consistency, and the share of sessions kept
     (%). For st_distill the selection is the teacher's confidence threshold: 'w/o SC' scores all its answers, 'w/ SC'
-    the kept ones. A run without a selection (self_consistency none: LARA-PL) shows no 'w/ SC' cell."""
+    the kept ones, and its candidates cell names the teacher. A run without a selection (self_consistency none: LARA-PL) shows no 'w/ SC' cell."""
     rows = []
     for record in records:
         metrics = record.get("metrics", {})
         if "pseudo/kept_share" not in metrics:
             continue
         with_sc = metrics.get("pseudo/precision_with_sc") if record.get("self_consistency") != "none" else None
-        cells = [record.get("method"), record.get("candidates") or "–", record.get("market"),
+        teacher = row_value(record, "config.teacher.backbone.name")  # st_distill: its teacher in the candidates column
+        cells = [record.get("method"), record.get("candidates") or (f"teacher {teacher}" if teacher else "–"),
+                 record.get("market"),
                  metrics.get("pseudo/precision_without_sc"), with_sc, metrics.get("pseudo/kept_share")]
         rows.append(cells)
     order = {m: k for k, m in enumerate(METHOD_ORDER)}
