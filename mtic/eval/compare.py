@@ -213,7 +213,8 @@ def table4_markdown(records: Sequence[dict[str, Any]]) -> str:
     """The paper's Table 4 layout from pseudo-labelling runs (LARA-PL, CLARA, st_distill): pseudo-label precision
     against the unlabelled sessions' gold labels without and with self-consistency, and the share of sessions kept
     (%). For st_distill the selection is the teacher's confidence threshold: 'w/o SC' scores all its answers, 'w/ SC'
-    the kept ones, and its candidates cell names the teacher. A run without a selection (self_consistency none: LARA-PL) shows no 'w/ SC' cell."""
+    the kept ones, and its candidates cell names the teacher. A run without a selection (self_consistency none:
+    LARA-PL) shows no 'w/ SC' cell."""
     rows = []
     for record in records:
         metrics = record.get("metrics", {})

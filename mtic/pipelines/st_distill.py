@@ -128,9 +128,7 @@ def st_distill(cfg: DictConfig, teacher_checkpoint: str | None = None, teacher_t
     summary = write_outputs(Outputs.of(run_dir / RECORDS_FILE), selected, gold, {**settings, "rule": rule},
                             filtered=True)
     used.add(evaluation=scored_by)  # scoring the pseudo-labels (Table 4), never training on them
-    report = {"teacher": teacher.record(), "teacher_backbone": str(probe.backbone.name), "min_confidence": threshold,
-              "keep_share": share,
-              "agree_with": agree_with,
+    report = {"teacher": teacher.record(), "min_confidence": threshold, "keep_share": share, "agree_with": agree_with,
               "teacher_answers": str(answers)}
     metrics = train_on_pseudo_labels(cfg, summary, used, report, fit, test, _plain(pseudo_valid) or {}, started)
     update_results(run_dir, {}, {TEACHER_METRIC_PREFIX + k.split("/", 1)[1]: v for k, v in teacher.metrics().items()})
